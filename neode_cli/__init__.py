@@ -1,0 +1,3 @@
+"""neode: the command-line lab for neural ordinary differential equations."""
+
+__version__ = "0.1.0"

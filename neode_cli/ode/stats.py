@@ -1,0 +1,67 @@
+"""Solve statistics: the solver counts its own work, callers only read it.
+
+Definitions (one for the whole project):
+- ``nfe_forward``: evaluations of ``func`` during forward solves, including the evaluations spent choosing
+  the first step and those of rejected steps.
+- ``nfe_backward``: evaluations of ``func`` (or of its vector-Jacobian product) during the backward pass.
+  For the adjoint this is the number of augmented-dynamics evaluations of the backward solve. For
+  backprop through the solver it is the number of recorded forward evaluations autograd differentiates
+  (each costs one VJP of ``func``).
+- ``steps_accepted`` / ``steps_rejected``: steps of forward solves; ``backward_steps_*`` likewise for the
+  adjoint's backward solve.
+- ``solves``: number of ``odeint``/``odeint_adjoint`` calls.
+
+Use :func:`collect_stats` to read them around any code; collectors nest, and backward counts reach the
+collectors that were active when the forward solve ran, even if ``.backward()`` runs after the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from typing import Iterator
+
+__all__ = ["SolveStats", "collect_stats", "active_collectors"]
+
+
+@dataclasses.dataclass
+class SolveStats:
+    """Counters of solver work; all integers, all zero at creation."""
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    steps_accepted: int = 0
+    steps_rejected: int = 0
+    backward_steps_accepted: int = 0
+    backward_steps_rejected: int = 0
+    solves: int = 0
+
+    def add(self, **counts: int) -> None:
+        """Increase the named counters by the given amounts."""
+        for name, value in counts.items():
+            setattr(self, name, getattr(self, name) + int(value))
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (for logging)."""
+        return dataclasses.asdict(self)
+
+
+_local = threading.local()
+
+
+def active_collectors() -> tuple[SolveStats, ...]:
+    """The collectors open in this thread, outermost first (empty tuple when none)."""
+    return tuple(getattr(_local, "stack", ()))
+
+
+@contextlib.contextmanager
+def collect_stats() -> Iterator[SolveStats]:
+    """Collect the statistics of every solve started inside the block into a fresh :class:`SolveStats`."""
+    stats = SolveStats()
+    stack = list(getattr(_local, "stack", ()))
+    _local.stack = stack + [stats]
+    try:
+        yield stats
+    finally:
+        _local.stack = stack
