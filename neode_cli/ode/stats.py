@@ -11,6 +11,22 @@ Definitions (one for the whole project):
   adjoint's backward solve.
 - ``solves``: number of ``odeint``/``odeint_adjoint`` calls.
 
+Details of the counting (neode backend):
+- Adaptive methods: ``nfe_forward = 2 + (s - 1) * (accepted + rejected) + extra``: ``f(t0, y0)``, one probe
+  evaluation for the first step (none with ``options['first_step']``), ``s - 1`` new stages per attempt
+  (dopri5/tsit5: 6, bosh3: 3, FSAL), and for non-FSAL methods (adaptive_heun, fehlberg2, dopri8) one
+  ``f(t1, y1)`` per accepted step that is followed by another step or has outputs inside it.
+- Fixed grid: ``stages * steps``, plus one ``f(t1, y1)`` when an output time falls strictly inside the last
+  step (dense output needs it; inside earlier steps it is the next step's first stage anyway).
+- Backprop ``nfe_backward`` is counted by a gradient hook on each evaluation's output, so it counts exactly
+  the evaluations whose output reaches the loss: evaluations of rejected steps, of the first-step probe and
+  the last FSAL stage (used only for the error estimate) are not differentiated and not counted. For
+  dopri5 with one output time: ``nfe_backward = 6 * steps_accepted``. ``backward_steps_*`` stay 0 for
+  backprop (there is no backward solve).
+- Adjoint: ``nfe_backward`` counts augmented evaluations (one ``func`` call plus one VJP each), including
+  the re-evaluation after each jump of the adjoint state at an output time with a gradient.
+- ``backend="torchdiffeq"``: NFE counted by wrapping ``func`` (same definitions); step counters stay 0.
+
 Use :func:`collect_stats` to read them around any code; collectors nest, and backward counts reach the
 collectors that were active when the forward solve ran, even if ``.backward()`` runs after the block.
 """

@@ -1,0 +1,184 @@
+"""``neode <command> [hydra overrides]``: dispatch to a Hydra app over the repository's ``conf/``.
+
+Commands: ``train`` (config ``conf/train.yaml``) and ``compare`` (config ``conf/compare.yaml``). Everything
+after the command is handed to Hydra unchanged, so ``--help``, ``--cfg job``, ``-m`` and overrides behave
+as in any Hydra app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["main", "find_config_dir", "COMMANDS"]
+
+#: command -> (primary config name, one-line description)
+COMMANDS = {
+    "train": ("train", "train a model: neode train model=odenet solver=dopri5 grad=adjoint [overrides]"),
+    "compare": ("compare", "tables and figures from run records: neode compare experiment=table1 | runs=[PATH,...]"),
+}
+
+USAGE = """usage: neode <command> [hydra overrides] [--help] [--cfg job] [-m]
+
+The command-line lab for neural ODEs (Chen et al. 2018, reproduced and measured).
+
+commands:
+{commands}
+
+`neode <command> --help` lists the config groups and their options.
+Examples:
+  neode train model=odenet solver=dopri5 grad=adjoint
+  neode train -m model=odenet,rknet seed=0,1,2 trainer.max_epochs=10
+  neode train model=resnet trainer.resume=true hydra.run.dir=outputs/2026-01-01/12-00-00_resnet
+"""
+
+#: Runs that failed inside a multirun (the sweep goes on; the process exits non-zero at the end).
+_FAILED_JOBS: list[str] = []
+
+
+def find_config_dir() -> Path:
+    """The ``conf/`` folder: ``$NEODE_CONFIG_DIR`` if set, else next to the package (an editable install)."""
+    override = os.environ.get("NEODE_CONFIG_DIR")
+    candidate = Path(override) if override else Path(__file__).resolve().parent.parent / "conf"
+    if not (candidate / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"neode: error: config folder {candidate} not found (no train.yaml); install from a clone with "
+            "`pip install -e .` or set NEODE_CONFIG_DIR to the repository's conf/ folder")
+    return candidate
+
+
+def _error(message: str, code: int) -> "NoReturn":  # noqa: F821
+    print(f"neode: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _train_job(cfg) -> dict | None:
+    """The Hydra task of ``neode train``: one run in Hydra's output folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from .train import RunError, train
+
+    hydra_cfg = HydraConfig.get()
+    multirun = _is_multirun()
+    try:
+        return train(cfg, hydra_cfg.runtime.output_dir, dict(hydra_cfg.runtime.choices),
+                     start_if_nothing_to_resume=multirun)
+    except RunError as exc:
+        if multirun and exc.exit_code != 130:  # Ctrl-C stops the whole sweep
+            # A sweep records the failed cell and goes on to the next job.
+            _FAILED_JOBS.append(hydra_cfg.runtime.output_dir)
+            print(f"neode: error: job {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {exc}", file=sys.stderr)
+            return None
+        _error(str(exc), exc.exit_code)
+
+
+def _compare_job(cfg):
+    """The Hydra task of ``neode compare`` (implemented in ``neode_cli.report.compare``)."""
+    try:
+        from .report import compare
+    except ImportError as exc:
+        _error(f"neode compare is not available in this installation ({exc})", 1)
+    return compare.main(cfg)
+
+
+def check_group_choices(config_dir: Path, args: Sequence[str], prog: str = "neode train") -> None:
+    """Fail with one line when a ``group=option`` override names an option with no yaml in ``conf/<group>/``.
+
+    Hydra would fail too, with a longer message; this catches the common case (a misspelt model or
+    solver, also inside a ``-m`` list ``a,b``) before Hydra starts. Overrides it cannot judge (extra config
+    folders, sweep functions, interpolations) are left to Hydra.
+    """
+    if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd")) for a in args):
+        return
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        group, value = arg.split("=", 1)
+        group_dir = config_dir / group
+        if any(c in group for c in "./@") or not group_dir.is_dir() or any(c in value for c in "()[]{}*$\\"):
+            continue
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        for option in (v.strip() for v in value.split(",")):
+            if option and option != "null" and option not in options:
+                _error(f"unknown {group} {option!r}; valid: {', '.join(options)} (see {prog} --help)", 2)
+
+
+def _check_experiment_has_budget(args: Sequence[str]) -> None:
+    """Fail with one line when ``experiment=`` comes without ``budget=``.
+
+    An experiment reads its sizes from ``conf/budget/<experiment>/<budget>.yaml`` through an interpolation in
+    its defaults list, which Hydra resolves from the command line only, so there is no default budget.
+    """
+    experiments = [a.split("=", 1)[1] for a in args if a.startswith("experiment=")]
+    if experiments and experiments[0] not in ("", "null") and not any(a.startswith("budget=") for a in args):
+        _error(f"experiment={experiments[0]} needs a budget: add budget=smoke (seconds), budget=cpu "
+               "(a reduced protocol for a laptop CPU) or budget=paper (the full protocol, for a GPU)", 2)
+
+
+def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str) -> None:
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from . import config  # noqa: F401 - registers the schemas in Hydra's ConfigStore
+
+    try:
+        config_dir = find_config_dir()
+    except FileNotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(2)
+    if not (config_dir / f"{config_name}.yaml").is_file():
+        _error(f"{prog}: no {config_name}.yaml in {config_dir}; this installation lacks the command's config", 2)
+    check_group_choices(config_dir, args, prog)
+    config_path = str(config_dir)
+    if config_name == "train":
+        _check_experiment_has_budget(args)
+    elif config_name == "compare":
+        # conf/experiment/ is a group of train: compose compare.yaml from the ConfigStore so that its
+        # `experiment=NAME` stays a plain string (see neode_cli/report/compare.py:register_primary_config).
+        from .report.compare import register_primary_config
+
+        config_name, config_path = register_primary_config(config_dir)
+    GlobalHydra.instance().clear()  # several in-process calls (tests) each start a fresh Hydra
+    app = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
+    saved_argv = sys.argv
+    sys.argv = [prog, *args]  # Hydra parses sys.argv; argv[0] names the app in its messages
+    try:
+        app()
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``neode`` console script; ``argv`` defaults to ``sys.argv[1:]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = "\n".join(f"  {name:<9} {desc}" for name, (_, desc) in COMMANDS.items())
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE.format(commands=commands))
+        return
+    command, rest = args[0], args[1:]
+    if command in ("-V", "--version"):
+        from . import __version__
+
+        print(f"neode {__version__}")
+        return
+    if command not in COMMANDS:
+        _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see neode --help)", 2)
+    _FAILED_JOBS.clear()
+    job = {"train": _train_job, "compare": _compare_job}[command]
+    _run_hydra(COMMANDS[command][0], job, rest, f"neode {command}")
+    if _FAILED_JOBS:
+        _error(f"{len(_FAILED_JOBS)} run(s) of the sweep failed; their metrics.json say why: {', '.join(_FAILED_JOBS)}", 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Continuous normalizing flow (Chen et al. 2018, Section 4; FFJORD): z and log p integrated jointly.
+
+The flow maps base samples z(0) ~ N(0, base_std^2 I) to data z(t1) along dz/dt = f(t, z), and the
+instantaneous change of variables d log p(z(t))/dt = -tr(df/dz) carries the log-density with it. Both run
+through the integrator the model receives (any solver, any gradient method): one solve of the tuple state
+``(z, log p)``.
+
+Density-model protocol shared with :class:`neode_cli.models.planar.PlanarFlow` (the task relies on it and
+never on the class): ``log_prob(x, fraction=1.0)``, ``sample(n, generator=None) -> (x, log_q)``,
+``trajectory(n, fractions, generator=None)`` and the attribute ``dim``. ``fraction`` is how far along the
+flow (0 = base, 1 = data side): used for the snapshot figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+FIELDS = ("planar", "mlp")
+LAYERS = ("concatsquash", "concat")
+TRACES = ("exact", "hutchinson")
+NOISES = ("gaussian", "rademacher")
+
+
+def _check_choice(what: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Vector fields f(t, z): (scalar tensor, (n, d)) -> (n, d)
+# ----------------------------------------------------------------------------------------------------------
+class PlanarField(nn.Module):
+    """The paper's planar CNF: ``dz/dt = sum_m sigma_m(t) u_m tanh(w_m^T z + b_m)``, m = 1..units (M).
+
+    ``(w_m, u_m, b_m, sigma_m)`` come from a hypernetwork of t (two tanh layers of ``hyper_hidden`` units);
+    the gate ``sigma_m(t) = sigmoid(.)`` lies in (0, 1), so a unit can switch itself off over time.
+    """
+
+    def __init__(self, dim: int, units: int, hyper_hidden: int = 32):
+        super().__init__()
+        self.dim, self.units = dim, units
+        self.hyper = nn.Sequential(
+            nn.Linear(1, hyper_hidden), nn.Tanh(),
+            nn.Linear(hyper_hidden, hyper_hidden), nn.Tanh(),
+            nn.Linear(hyper_hidden, units * (2 * dim + 2)),
+        )
+
+    def _units(self, t: torch.Tensor, z: torch.Tensor):
+        d = self.dim
+        params = self.hyper(t.reshape(1, 1).to(z)).reshape(self.units, 2 * d + 2)
+        w, u = params[:, :d], params[:, d:2 * d]               # (M, d) each
+        b, gate = params[:, 2 * d], torch.sigmoid(params[:, 2 * d + 1])  # (M,) each
+        return w, u, gate, torch.tanh(z @ w.T + b)              # h: (n, M)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        _, u, gate, h = self._units(t, z)
+        return (h * gate) @ u                                   # (n, d)
+
+    def forward_with_divergence(self, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f(t, z), tr(df/dz))`` with the trace in closed form: ``sum_m sigma_m tanh'(.) u_m^T w_m``.
+
+        Equal to :func:`exact_trace` (tested) at a fraction of its cost: no autograd pass per dimension.
+        """
+        w, u, gate, h = self._units(t, z)
+        return (h * gate) @ u, (1 - h ** 2) @ (gate * (u * w).sum(dim=1))
+
+
+class ConcatSquashLinear(nn.Module):
+    """FFJORD's time-conditioned layer: ``Linear(x) * sigmoid(Linear(t)) + Linear(t)`` (no bias on the last)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+        self.gate = nn.Linear(1, dim_out)
+        self.shift = nn.Linear(1, dim_out, bias=False)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        tt = t.reshape(1, 1).to(x)
+        return self.linear(x) * torch.sigmoid(self.gate(tt)) + self.shift(tt)
+
+
+class ConcatLinear(nn.Module):
+    """``Linear([t, x])``: time appended to the input as one more feature."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.linear = nn.Linear(dim_in + 1, dim_out)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        tt = t.reshape(1, 1).to(x).expand(x.shape[0], 1)
+        return self.linear(torch.cat([tt, x], dim=1))
+
+
+class MLPField(nn.Module):
+    """FFJORD-style vector field: time-conditioned layers ``dim -> hidden_dims... -> dim`` with tanh between."""
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] = (64, 64, 64), layer: str = "concatsquash"):
+        super().__init__()
+        _check_choice("layer type", layer, LAYERS)
+        make = ConcatSquashLinear if layer == "concatsquash" else ConcatLinear
+        sizes = [dim, *hidden_dims, dim]
+        self.layers = nn.ModuleList(make(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h = z
+        for i, layer in enumerate(self.layers):
+            h = layer(t, h)
+            if i < len(self.layers) - 1:
+                h = torch.tanh(h)
+        return h
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Divergence of the field
+# ----------------------------------------------------------------------------------------------------------
+def exact_trace(dz: torch.Tensor, z: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """``tr(d dz / d z)`` per sample, one autograd pass per dimension: ``(n, d), (n, d) -> (n,)``.
+
+    Exact because samples are independent (row i of ``dz`` depends only on row i of ``z``).
+    """
+    trace = torch.zeros(dz.shape[0], dtype=dz.dtype, device=dz.device)
+    for i in range(z.shape[1]):
+        row = torch.autograd.grad(dz[:, i].sum(), z, create_graph=create_graph, retain_graph=True,
+                                  allow_unused=True)[0]
+        if row is not None:  # None: dz does not depend on z (a zero divergence)
+            trace = trace + row[:, i]
+    return trace
+
+
+def hutchinson_trace(dz: torch.Tensor, z: torch.Tensor, noise: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """Unbiased estimate ``e^T (d dz / d z) e`` per sample with the probe ``noise`` ``e`` (n, d) -> (n,)."""
+    vjp = torch.autograd.grad(dz, z, noise, create_graph=create_graph, retain_graph=True, allow_unused=True)[0]
+    if vjp is None:  # dz does not depend on z
+        return torch.zeros(dz.shape[0], dtype=dz.dtype, device=dz.device)
+    return (vjp * noise).sum(dim=1)
+
+
+def draw_noise(like: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A Hutchinson probe shaped like ``like``: standard Gaussian or Rademacher (+-1), both E[e e^T] = I."""
+    _check_choice("noise", kind, NOISES)
+    if kind == "gaussian":
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
+    signs = torch.randint(0, 2, like.shape, device=like.device, generator=generator)
+    return (2 * signs - 1).to(like.dtype)
+
+
+class AugmentedDynamics(nn.Module):
+    """``d/dt (z, log p) = (f(t, z), -tr(df/dz))`` for one solve.
+
+    The exact trace comes from the field's ``forward_with_divergence`` when it has one (closed form), else
+    from :func:`exact_trace`; with a probe ``noise`` it is Hutchinson's estimate.
+
+    Built afresh for every solve so the Hutchinson probe (``noise``, or None for the exact trace) is fixed
+    for the whole solve, including the adjoint's backward solve, without mutable state on the model.
+    """
+
+    def __init__(self, field: nn.Module, noise: torch.Tensor | None):
+        super().__init__()
+        self.field = field
+        self.noise = noise
+
+    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        z = state[0]
+        if self.noise is None and hasattr(self.field, "forward_with_divergence"):
+            dz, trace = self.field.forward_with_divergence(t, z)  # exact, in closed form
+            return dz, -trace
+        # Graph through the trace only when someone differentiates this call (training or the adjoint's
+        # backward solve); otherwise the divergence is computed and detached.
+        differentiate = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            dz = self.field(t, z)
+            if self.noise is None:
+                trace = exact_trace(dz, z, create_graph=differentiate)
+            else:
+                trace = hutchinson_trace(dz, z, self.noise, create_graph=differentiate)
+        if not differentiate:
+            dz, trace = dz.detach(), trace.detach()
+        return dz, -trace
+
+
+def standard_normal_log_prob(z: torch.Tensor, std: float) -> torch.Tensor:
+    """``log N(z; 0, std^2 I)`` per row: ``(n, d) -> (n,)``."""
+    d = z.shape[1]
+    return -0.5 * (z / std).pow(2).sum(dim=1) - d * math.log(std) - 0.5 * d * math.log(2 * math.pi)
+
+
+class CNF(nn.Module):
+    """Continuous normalizing flow on ``R^dim`` integrated over ``[0, t1]`` by ``integrator``.
+
+    ``field``: ``planar`` (the paper's gated planar units, ``units`` M, hypernetwork ``hyper_hidden``) or
+    ``mlp`` (FFJORD: ``hidden_dims``, ``layer`` concatsquash|concat, tanh). ``trace``: ``exact`` or
+    ``hutchinson`` with ``noise`` gaussian|rademacher, drawn once per solve; the Hutchinson estimate is used
+    only in training mode: evaluation (``model.eval()``) always uses the exact trace.
+    """
+
+    def __init__(self, integrator: Callable, field: str = "planar", dim: int = 2, units: int = 64,
+                 hyper_hidden: int = 32, hidden_dims: Sequence[int] = (64, 64, 64), layer: str = "concatsquash",
+                 trace: str = "exact", noise: str = "gaussian", t1: float = 1.0, base_std: float = 1.0):
+        super().__init__()
+        _check_choice("vector field", field, FIELDS)
+        _check_choice("trace", trace, TRACES)
+        _check_choice("noise", noise, NOISES)
+        if t1 <= 0 or base_std <= 0:
+            raise ValueError(f"t1 and base_std must be > 0, got t1={t1}, base_std={base_std}")
+        self.integrator = integrator
+        self.dim, self.t1, self.base_std = dim, float(t1), float(base_std)
+        self.trace, self.noise = trace, noise
+        self.field = (PlanarField(dim, units, hyper_hidden) if field == "planar"
+                      else MLPField(dim, list(hidden_dims), layer))
+
+    def _dynamics(self, z: torch.Tensor) -> AugmentedDynamics:
+        hutchinson = self.training and self.trace == "hutchinson"
+        return AugmentedDynamics(self.field, draw_noise(z, self.noise) if hutchinson else None)
+
+    def _solve(self, z: torch.Tensor, logp: torch.Tensor, times: Sequence[float]):
+        t = torch.tensor(list(times), dtype=z.dtype, device=z.device)
+        return self.integrator(self._dynamics(z), (z, logp), t)  # ((len(t), n, d), (len(t), n))
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-density of the base N(0, base_std^2 I): ``(n, d) -> (n,)``."""
+        return standard_normal_log_prob(z, self.base_std)
+
+    def log_prob(self, x: torch.Tensor, fraction: float = 1.0) -> torch.Tensor:
+        """``log q(x)`` of the flow's marginal at time ``fraction * t1`` (1 = the model density): ``(n,)``.
+
+        Integrates ``(x, 0)`` from ``s = fraction * t1`` back to 0; the log-p state then holds
+        ``int_0^s tr(df/dz) dt``, and ``log q(x) = log p0(z(0)) - int_0^s tr(df/dz) dt``.
+        """
+        if fraction <= 0:
+            return self.base_log_prob(x)
+        zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        z, delta = self._solve(x, zero, [fraction * self.t1, 0.0])
+        return self.base_log_prob(z[-1]) - delta[-1]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` samples of the model and their log-density ``(x (n, d), log_q (n,))``, differentiable."""
+        z0 = self._base_sample(n, generator)
+        x, logq = self._solve(z0, self.base_log_prob(z0), [0.0, self.t1])
+        return x[-1], logq[-1]
+
+    def trajectory(self, n: int, fractions: Sequence[float],
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Samples pushed along the flow, observed at ``fractions`` (increasing, in (0, 1]) of ``t1``.
+
+        Returns ``(len(fractions), n, d)``; row -1 is ``sample(n)`` when ``fractions[-1] == 1``.
+        """
+        z0 = self._base_sample(n, generator)
+        zs, _ = self._solve(z0, self.base_log_prob(z0), [0.0, *(f * self.t1 for f in fractions)])
+        return zs[1:]
+
+    def _base_sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        p = next(self.parameters())
+        return self.base_std * torch.randn(n, self.dim, dtype=p.dtype, device=p.device, generator=generator)

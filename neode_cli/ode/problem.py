@@ -1,0 +1,196 @@
+"""Normalising a call once at the boundary: validate, flatten the state, orient time, build settings.
+
+After :func:`prepare` the solver sees one flat tensor ``(N,)``, increasing solver time ``s = direction * t``
+and a function of ``(float, flat tensor)``; :meth:`Problem.unflatten` restores the user's structure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Callable, Optional
+
+import torch
+
+from . import control
+from .integrate import SolveSettings
+from .stepping import StepPlan
+from .tableaux import get_tableau
+
+__all__ = ["Problem", "prepare", "make_settings", "FIXED_OPTIONS", "ADAPTIVE_OPTIONS"]
+
+FIXED_OPTIONS = ("step_size", "max_num_steps", "dtype")
+ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm", "dtype")
+
+_PLANS: dict[str, StepPlan] = {}
+
+
+@dataclasses.dataclass
+class Problem:
+    """A normalised call: flat initial state, solver times, and how to go back to the user's shapes."""
+
+    y0: torch.Tensor                      # (N,)
+    shapes: Optional[list[torch.Size]]    # per tuple component; None for a tensor state
+    shape: torch.Size                     # the state's shape (tensor state)
+    s_times: list[float]                  # increasing
+    direction: float                      # +1 for increasing t, -1 for decreasing
+    t_dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def numel(self) -> int:
+        return self.y0.numel()
+
+    def unflatten_state(self, y: torch.Tensor):
+        """Flat ``(N,)`` -> the user's state structure."""
+        if self.shapes is None:
+            return y.view(self.shape)
+        sizes = [math.prod(s) for s in self.shapes]
+        return tuple(part.view(s) for part, s in zip(y.split(sizes), self.shapes))
+
+    def unflatten(self, ys: torch.Tensor):
+        """Solution ``(T, N)`` -> ``(T, *y0.shape)`` or a tuple of ``(T, *y0_i.shape)``."""
+        T = ys.shape[0]
+        if self.shapes is None:
+            return ys.reshape(T, *self.shape)
+        sizes = [math.prod(s) for s in self.shapes]
+        return tuple(part.reshape(T, *s) for part, s in zip(ys.split(sizes, dim=1), self.shapes))
+
+    def flat_func(self, func: Callable, on_output: Callable[[torch.Tensor], None] | None = None):
+        """``func`` as the loop calls it: ``(t: float, y: (N,)) -> (N,)``.
+
+        The time reaches ``func`` as a 0-dim tensor of ``t``'s dtype on ``t``'s device. ``on_output``, when
+        given, sees every output tensor (used to attach backward-counting hooks).
+        """
+        t_dtype, device, N = self.t_dtype, self.device, self.numel
+        if self.shapes is None:
+            shape = self.shape
+
+            def call(t: float, y: torch.Tensor) -> torch.Tensor:
+                out = func(torch.full((), t, dtype=t_dtype, device=device), y.view(shape))
+                if out.numel() != N:
+                    raise ValueError(f"func returned shape {tuple(out.shape)}; expected the state's shape "
+                                     f"{tuple(shape)}")
+                out = out.reshape(N)
+                if on_output is not None:
+                    on_output(out)
+                return out
+        else:
+            shapes = self.shapes
+            sizes = [math.prod(s) for s in shapes]
+
+            def call(t: float, y: torch.Tensor) -> torch.Tensor:
+                state = tuple(part.view(s) for part, s in zip(y.split(sizes), shapes))
+                outs = func(torch.full((), t, dtype=t_dtype, device=device), state)
+                if not isinstance(outs, (tuple, list)) or len(outs) != len(shapes):
+                    raise ValueError(f"func must return a tuple of {len(shapes)} tensors for a tuple state")
+                out = torch.cat([o.reshape(-1) for o in outs])
+                if out.numel() != N:
+                    raise ValueError("func's outputs do not match the shapes of the tuple state")
+                if on_output is not None:
+                    on_output(out)
+                return out
+        return call
+
+
+def prepare(y0, t, options: dict | None) -> Problem:
+    """Validate ``y0`` and ``t`` and normalise them (see module docstring)."""
+    if isinstance(y0, torch.Tensor):
+        shapes, parts = None, [y0]
+    elif isinstance(y0, (tuple, list)) and len(y0) > 0 and all(isinstance(p, torch.Tensor) for p in y0):
+        shapes, parts = [p.shape for p in y0], list(y0)
+    else:
+        raise ValueError("y0 must be a tensor or a non-empty tuple of tensors")
+    dtypes = {p.dtype for p in parts}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise ValueError(f"y0 must be floating point with one dtype across tuple components; got {sorted(map(str, dtypes))}")
+    if len({p.device for p in parts}) != 1:
+        raise ValueError("all components of a tuple y0 must be on the same device")
+    flat = parts[0].reshape(-1) if shapes is None else torch.cat([p.reshape(-1) for p in parts])
+
+    if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() < 1:
+        raise ValueError("t must be a 1-D tensor of output times with at least one entry")
+    if not t.dtype.is_floating_point:
+        raise ValueError(f"t must be floating point; got {t.dtype}")
+    times = [float(v) for v in t.detach().cpu().tolist()]  # one host transfer per solve
+    direction = -1.0 if len(times) > 1 and times[1] < times[0] else 1.0
+    s_times = [direction * v for v in times]
+    if any(not math.isfinite(v) for v in s_times) or any(b <= a for a, b in zip(s_times, s_times[1:])):
+        raise ValueError("t must be finite and strictly increasing or strictly decreasing")
+
+    # func sees the time in the state's dtype (as torchdiffeq does), unless options['dtype'] says otherwise;
+    # step-size arithmetic itself always runs in float64 on the host.
+    t_dtype = flat.dtype
+    if options and options.get("dtype") is not None:
+        t_dtype = options["dtype"]
+        if not isinstance(t_dtype, torch.dtype) or not t_dtype.is_floating_point:
+            raise ValueError(f"options['dtype'] must be a floating torch.dtype; got {t_dtype!r}")
+    return Problem(y0=flat, shapes=shapes, shape=parts[0].shape if shapes is None else torch.Size([flat.numel()]),
+                   s_times=s_times, direction=direction, t_dtype=t_dtype, device=t.device)
+
+
+def _tolerance(name: str, value) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar; got a tensor of shape {tuple(value.shape)}")
+        value = float(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value, lo: float = 0.0, hi: float = math.inf, open_lo: bool = True) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"options[{name!r}] must be a number; got {value!r}")
+    value = float(value)
+    if not (value > lo if open_lo else value >= lo) or value > hi or not math.isfinite(value):
+        bound = f"in ({lo}, {hi}]" if hi < math.inf else f"> {lo}" if open_lo else f">= {lo}"
+        raise ValueError(f"options[{name!r}] must be {bound}; got {value}")
+    return value
+
+
+def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None, *, default_norm=None,
+                  unflatten: Callable | None = None) -> SolveSettings:
+    """Validate method, tolerances and options; ValueError naming the valid choices otherwise.
+
+    Options whose value is ``None`` count as absent (so configs can carry ``step_size: null``).
+    ``default_norm`` is the norm used when the options name none (the adjoint passes its block norm);
+    ``unflatten`` restores the user's structure for a callable norm.
+    """
+    tab = get_tableau(method)
+    plan = _PLANS.get(tab.name)
+    if plan is None:
+        plan = _PLANS[tab.name] = StepPlan(tab)
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    valid = ADAPTIVE_OPTIONS if tab.adaptive else FIXED_OPTIONS
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method {tab.name!r}; "
+                         f"valid options: {', '.join(valid)}")
+    rtol_f, atol_f = _tolerance("rtol", rtol), _tolerance("atol", atol)
+    if tab.adaptive and rtol_f == 0.0 and atol_f == 0.0:
+        raise ValueError("rtol and atol cannot both be 0 for an adaptive method")
+
+    # Time arithmetic is float64 on the host whatever the state's dtype (like torchdiffeq's default).
+    settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None))
+    if "step_size" in opts:
+        settings.step_size = _positive("step_size", opts["step_size"])
+    if "first_step" in opts:
+        settings.first_step = _positive("first_step", opts["first_step"])
+    if "max_num_steps" in opts:
+        value = opts["max_num_steps"]
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"options['max_num_steps'] must be a positive integer; got {value!r}")
+        settings.max_num_steps = int(value)
+    if "safety" in opts:
+        settings.safety = _positive("safety", opts["safety"], 0.0, 1.0)
+    if "ifactor" in opts:
+        settings.ifactor = _positive("ifactor", opts["ifactor"], 1.0, open_lo=False)
+    if "dfactor" in opts:
+        settings.dfactor = _positive("dfactor", opts["dfactor"], 0.0, 1.0)
+    if "norm" in opts:
+        settings.norm = control.make_norm(opts["norm"], unflatten)
+    elif default_norm is not None:
+        settings.norm = default_norm
+    return settings

@@ -1,0 +1,51 @@
+"""The two-command reproduction on budget=smoke: `neode train -m experiment=... budget=smoke`, then compare."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from conftest import run_neode
+
+from neode_cli.report.compare import main as compare_main
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # sweeps write to ./outputs/<experiment>/<budget>/
+    data = f"data.root={tiny_mnist}"  # the tiny IDX dataset instead of Fashion-MNIST: seconds, not minutes
+    assert run_neode(["train", "-m", "experiment=table1", "budget=smoke", data]) == 0
+    assert run_neode(["train", "-m", "experiment=fig3", "budget=smoke", data]) == 0
+    runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.glob("outputs/*/*/*/metrics.json"))
+    assert runs == ["outputs/fig3/smoke/tol0.001_seed0", "outputs/fig3/smoke/tol0.1_seed0",
+                    "outputs/table1/smoke/mlp_seed0", "outputs/table1/smoke/odenet_seed0",
+                    "outputs/table1/smoke/resnet_seed0", "outputs/table1/smoke/rknet_seed0"]
+    record = json.loads((tmp_path / "outputs/table1/smoke/rknet_seed0/metrics.json").read_text())
+    assert (record["experiment"], record["budget"], record["grad"], record["epochs"]) == ("table1", "smoke", "backprop", 1)
+    capsys.readouterr()
+
+    # Experiment mode finds outputs/table1/smoke by itself.
+    out = compare_main({"experiment": "table1"})
+    assert out.as_posix() == "outputs/reports/table1-smoke"
+    printed = capsys.readouterr().out
+    assert "section table1: 4 runs" in printed and "Runs: 4 completed, 0 failed or incomplete" in printed
+    table = _rows(out / "table1.csv")
+    assert [r["model"] for r in table] == ["mlp", "resnet", "rknet", "odenet"]
+    assert all(r["runs"] == "1" and float(r["test_error_mean"]) >= 0 for r in table)
+    assert float(table[3]["nfe_forward"]) > 0 and float(table[3]["nfe_backward"]) > 0  # odenet integrates
+    assert table[0]["nfe_forward"] == "0.0"  # the MLP has no ODE
+    md = (out / "report.md").read_text()
+    assert "Budget: `smoke`." in md and "Epochs: 1 (paper: 160)" in md
+
+    # Folder mode through the CLI, over both experiments.
+    assert run_neode(["compare", "runs=[outputs/table1/smoke,outputs/fig3/smoke]", "out=rep"]) == 0
+    assert {"table1.csv", "fig3.csv", "fig3a.png", "fig3d.png", "report.html"} <= {p.name for p in (tmp_path / "rep").iterdir()}
+    fig3 = _rows(tmp_path / "rep" / "fig3.csv")
+    assert [float(r["rtol"]) for r in fig3] == [0.1, 0.001]
+    assert all(float(r["ode_error_mean"]) >= 0 for r in fig3)
+    epochs = [r for r in _rows(tmp_path / "rep" / "epochs.csv") if r["run_id"].startswith("fig3/")]
+    assert [r["epoch"] for r in epochs] == ["1", "2", "1", "2"]
