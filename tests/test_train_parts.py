@@ -45,6 +45,32 @@ def test_saved_tensor_meter_counts_a_shared_storage_once():
     assert meter.current == 0
 
 
+def test_saved_tensor_meter_frees_a_graph_dropped_without_backward():
+    # A graph that is dropped unused (e.g. a solver's step-size bookkeeping) must be freed: a hook that
+    # held the saved *output* of tanh would form a cycle through its grad_fn and leak it forever.
+    w = torch.randn(1000, requires_grad=True)
+    meter = SavedTensorMeter()
+    with meter.track():
+        unused = torch.tanh(torch.randn(1000) * w)
+        assert meter.current > 0
+        del unused
+    assert meter.current == 0
+
+
+def test_saved_tensor_meter_keeps_double_backward_exact():
+    # Hooks hold detached aliases; autograd must still rebuild the graph through saved tensors.
+    def second_derivative(track: bool) -> torch.Tensor:
+        x = torch.linspace(-1, 1, 7, dtype=torch.float64, requires_grad=True)
+        meter = SavedTensorMeter()
+        with meter.track() if track else torch.enable_grad():
+            y = torch.exp(torch.sin(x) ** 2)
+            (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+            (h,) = torch.autograd.grad(g.sum(), x)
+        return h
+
+    assert torch.allclose(second_derivative(True), second_derivative(False))
+
+
 def test_peak_memory_on_cpu_is_relative_to_the_step():
     meter = PeakMemory("cpu")
     assert meter.kind == "autograd_saved"
