@@ -221,7 +221,8 @@ class Fig4(Section):
             "so their KL loss has no lower bound and part of a lower loss is a wider spread along z1; U1 is the "
             "only proper density. Models are compared at the same iterations, so the comparison stays like for like.",
             "The paper trains the CNF 10,000 Adam iterations and the NF 500,000 RMSprop iterations; here both models "
-            "get the iterations and optimizer listed above (the NF is cheaper per iteration, not better trained).",
+            "get the iterations and optimizer listed above (the NF is cheaper per iteration, not better trained). "
+            "With few iterations a deeper NF need not reach a lower loss than a shallow one.",
             "NF: K planar layers z + u tanh(w^T z + b) with Rezende & Mohamed's constraint on u, initialised near the "
             "identity. CNF: dz/dt = sum_m sigma_m(t) u_m tanh(w_m^T z + b_m), parameters from a hypernetwork of t "
             "(our choices: 2 tanh layers of 32 units, integration time [0, 1], base N(0, I)).",
