@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import MISSING_CELL, Column, Figure, Section, SectionResult, Table, format_number, mean_std
+from .base import MISSING_CELL, Column, Figure, Section, SectionResult, Table, format_number, mean_of, mean_std
 from .figures import new_figure, to_png
 from .protocol import budget_sentence, describe_values, distinct, solver_sentence
 from .records import Run, natural_key
@@ -67,22 +67,18 @@ def _architecture(run: Run) -> str:
     return f"planar, M={_units(run)}"
 
 
-def _mean(runs: Sequence[Run], key: str) -> float | None:
-    return mean_std(r.number(key) for r in runs)[0]
-
-
 def _common(group: Sequence[Run]) -> dict:
     """Columns every flow table shares: runs, seeds, iterations, cost."""
     return {
         "runs": len(group),
         "seeds": ",".join(str(s) for s in distinct(r.get("seed") for r in group)),
         "iterations": mean_std(iterations(r) for r in group)[0],
-        "params": _mean(group, "params"),
-        "nfe_forward": _mean(group, "nfe_forward"),
-        "nfe_backward": _mean(group, "nfe_backward"),
-        "test_nfe_forward": _mean(group, "test_nfe_forward"),
-        "epoch_time_s": _mean(group, "epoch_time_s"),
-        "train_time_s": _mean(group, "train_time_s"),
+        "params": mean_of(group, "params"),
+        "nfe_forward": mean_of(group, "nfe_forward"),
+        "nfe_backward": mean_of(group, "nfe_backward"),
+        "test_nfe_forward": mean_of(group, "test_nfe_forward"),
+        "epoch_time_s": mean_of(group, "epoch_time_s"),
+        "train_time_s": mean_of(group, "train_time_s"),
         "trace": describe_values(r.config("model.trace") for r in group) if group[0].model != "planar_nf" else None,
     }
 
@@ -117,7 +113,7 @@ def fig4_rows(runs: Sequence[Run]) -> list[dict]:
         rows.append({"target": target, "model": model, "label": _label(model), "units": units,
                      "architecture": _architecture(group[0]), "kl_loss_mean": mean, "kl_loss_std": std,
                      "kl_mean": mean + log_z if mean is not None and log_z is not None else None,
-                     "kl_loss_se": _mean(group, "kl_loss_se"), **_common(group)})
+                     "kl_loss_se": mean_of(group, "kl_loss_se"), **_common(group)})
     return rows
 
 
@@ -247,7 +243,7 @@ def likelihood_rows(runs: Sequence[Run]) -> list[dict]:
         group = [r for r in runs if (_dataset(r), r.model, _architecture(r)) == (dataset, model, arch)]
         mean, std, _ = mean_std(r.number("test_nll") for r in group)
         rows.append({"dataset": dataset, "model": model, "label": _label(model), "architecture": arch,
-                     "test_nll_mean": mean, "test_nll_std": std, "test_nll_se": _mean(group, "test_nll_se"),
+                     "test_nll_mean": mean, "test_nll_std": std, "test_nll_se": mean_of(group, "test_nll_se"),
                      **_common(group), "run_dirs": " ".join(r.run_id for r in group)})
     return rows
 

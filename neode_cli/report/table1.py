@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import MISSING_CELL, Column, Section, SectionResult, Table, format_number, mean_std
+from .base import MISSING_CELL, Column, Section, SectionResult, Table, format_number, mean_of, mean_std
 from .paper import INDEPENDENT_REPRODUCTION, TABLE1, TABLE1_ORDER
 from .protocol import budget_sentence, classification_protocol, describe_values, solver_sentence
 from .records import Run, natural_key
@@ -22,10 +22,6 @@ def model_order(models: Sequence[str]) -> list[str]:
     return known + sorted((m for m in set(models) if m not in TABLE1_ORDER), key=natural_key)
 
 
-def _mean(runs: Sequence[Run], key: str) -> float | None:
-    return mean_std(r.number(key) for r in runs)[0]
-
-
 def table1_rows(runs: Sequence[Run]) -> list[dict]:
     """One row per model: measured means over the completed runs plus the paper's values (None where absent)."""
     rows = []
@@ -35,7 +31,7 @@ def table1_rows(runs: Sequence[Run]) -> list[dict]:
         mean, std, n = mean_std(errors)
         finite = [e for e in errors if e is not None]
         paper = TABLE1.get(model)
-        params = _mean(group, "params")
+        params = mean_of(group, "params")
         rows.append({
             "model": model,
             "label": paper.label if paper else model,
@@ -47,16 +43,16 @@ def table1_rows(runs: Sequence[Run]) -> list[dict]:
             "reproduction_test_error": INDEPENDENT_REPRODUCTION.get(model),
             "params": params, "params_m": params / 1e6 if params is not None else None,
             "paper_params_m": paper.params_m if paper else None,
-            "peak_memory_mb": _mean(group, "peak_memory_mb"),
+            "peak_memory_mb": mean_of(group, "peak_memory_mb"),
             "peak_memory_kind": describe_values(r.get("peak_memory_kind") for r in group),
             "paper_memory": paper.memory if paper else None,
             "paper_time": paper.time if paper else None,
-            "epoch_time_s": _mean(group, "epoch_time_s"),
-            "forward_time_s": _mean(group, "forward_time_s"),
-            "backward_time_s": _mean(group, "backward_time_s"),
-            "nfe_forward": _mean(group, "nfe_forward"),
-            "nfe_backward": _mean(group, "nfe_backward"),
-            "grad": describe_values(r.get("grad") for r in group) if _mean(group, "nfe_forward") else None,
+            "epoch_time_s": mean_of(group, "epoch_time_s"),
+            "forward_time_s": mean_of(group, "forward_time_s"),
+            "backward_time_s": mean_of(group, "backward_time_s"),
+            "nfe_forward": mean_of(group, "nfe_forward"),
+            "nfe_backward": mean_of(group, "nfe_backward"),
+            "grad": describe_values(r.get("grad") for r in group) if mean_of(group, "nfe_forward") else None,
             "epochs": describe_values(r.get("epochs") for r in group),
         })
     return rows
