@@ -261,7 +261,7 @@ class ClassificationDataSchema:
     mean: float = 0.0
     std: float = 1.0
     drop_last: bool = True
-    ode_error_samples: int = 1000
+    ode_error_samples: int = 128
 
 
 register("model", "odenet_schema", ODENetSchema)
