@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -55,6 +55,21 @@ class WorkCounts:
     nfe: int = 0
     accepted: int = 0
     rejected: int = 0
+
+
+def _outputs_reached(s_times: Sequence[float], i: int, s1: float) -> tuple[int, int]:
+    """Output times a step ending at ``s1`` reaches, from index ``i`` on: ``(j, n_inside)``.
+
+    ``s_times[i:j]`` are <= s1; the first ``n_inside`` of them lie strictly inside the step (dense output),
+    the rest equal ``s1`` (the step's end state). ``s_times`` is increasing.
+    """
+    j = i
+    while j < len(s_times) and s_times[j] <= s1:
+        j += 1
+    n_inside = 0
+    while i + n_inside < j and s_times[i + n_inside] < s1:
+        n_inside += 1
+    return j, n_inside
 
 
 def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction: float,
@@ -137,13 +152,8 @@ def _adaptive(func, y0, s_times, direction, st: SolveSettings, counts: WorkCount
             nonfinite_streak = 0
             s1 = s_stop if clipped else s + h_try
             f1 = ks[-1] if fsal else None  # FSAL: the last stage is f(t1, y1)
-            j = i
-            while j < n_times and s_times[j] <= s1:
-                j += 1
+            j, n_inside = _outputs_reached(s_times, i, s1)
             if j > i:
-                n_inside = 0
-                while i + n_inside < j and s_times[i + n_inside] < s1:
-                    n_inside += 1
                 if n_inside:
                     if f1 is None:
                         f1 = func(direction * s1, y1)
@@ -236,13 +246,8 @@ def _fixed_grid(func, y0, s_times, direction, st: SolveSettings, counts: WorkCou
         counts.nfe += len(ks) - 1
         counts.accepted += 1
         f1 = None
-        j = i
-        while j < n_times and s_times[j] <= s1:
-            j += 1
+        j, n_inside = _outputs_reached(s_times, i, s1)
         if j > i:
-            n_inside = 0
-            while i + n_inside < j and s_times[i + n_inside] < s1:
-                n_inside += 1
             if n_inside:
                 f1 = func(direction * s1, y1)
                 counts.nfe += 1
