@@ -35,7 +35,7 @@ def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeyp
     assert "section table1: 4 runs" in printed and "Runs: 4 completed, 0 failed or incomplete" in printed
     table = _rows(out / "table1.csv")
     assert [r["model"] for r in table] == ["mlp", "resnet", "rknet", "odenet"]
-    assert all(r["runs"] == "1" and float(r["test_error_mean"]) >= 0 for r in table)
+    assert all(r["seeds"] == "1" and float(r["test_error_mean"]) >= 0 for r in table)
     assert float(table[3]["nfe_forward"]) > 0 and float(table[3]["nfe_backward"]) > 0  # odenet integrates
     assert table[0]["nfe_forward"] == "0.0"  # the MLP has no ODE
     md = (out / "report.md").read_text()
