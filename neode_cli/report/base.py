@@ -146,8 +146,3 @@ def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
         return mean, None, len(xs)
     var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
     return mean, math.sqrt(var), len(xs)
-
-
-def mean_of(runs: Iterable[Any], key: str) -> float | None:
-    """Mean of the finite numbers that the runs' records hold under ``key`` (None when there are none)."""
-    return mean_std(r.number(key) for r in runs)[0]

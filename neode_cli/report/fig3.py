@@ -16,7 +16,7 @@ from .base import Column, Figure, Section, SectionResult, Table, mean_std
 from .figures import new_figure, to_png
 from .grouping import ConfigGroup, Layout, axis_label, layout
 from .paper import CHEN2018, CLASSIFICATION_SOLVER, DOPRI5_NFE_INITIAL, DOPRI5_NFE_PER_STEP, FIG3_BACKWARD_FORWARD_RATIO
-from .protocol import budget_sentence, classification_protocol, describe_values, seeds_sentence, solver_sentence
+from .protocol import budget_sentence, classification_protocol, describe_values, solver_sentence
 from .records import Run
 from .verdicts import enough_points, points_withheld
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import MISSING_CELL, Column, Section, SectionResult, Table, format_number, mean_std
+from .base import MISSING_CELL, Column, Section, SectionResult, Table, mean_std
 from .grouping import NOT_APPLICABLE, ConfigGroup, Layout, format_value, layout, ode_cell
 from .paper import CHEN2018, CLASSIFICATION_SOLVER, TABLE1, TABLE1_ORDER
 from .protocol import budget_sentence, classification_protocol, describe_values, solver_sentence

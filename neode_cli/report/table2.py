@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import MISSING_CELL, Column, Section, SectionResult, Table, format_number, mean_std
+from .base import MISSING_CELL, Column, Section, SectionResult, Table, mean_std
 from .figures import new_figure, to_png
 from .grouping import ConfigGroup, Layout, comparison_key, layout, ode_cell
 from .paper import CHEN2018, EXAMPLES_URL, SEQUENCE_SOLVER
 from .protocol import budget_sentence, describe_values, distinct, seeds_sentence, solver_sentence
-from .records import Run, natural_key
+from .records import Run
 from .verdicts import enough_seeds, seeds_withheld
 
 __all__ = ["Table2", "table2_rows", "TABLE2_PAPER", "TABLE2_ORDER"]
