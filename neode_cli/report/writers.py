@@ -118,10 +118,10 @@ def to_html(report: Report) -> str:
     """The report as one HTML page with inline CSS and the figures embedded (no external resources)."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(report.title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(report.title)}</h1>", "<ul>"]
-    out += [f"<li>{_inline(line)}</li>" for line in report.overview] + ["</ul>"]
+           f"<h1>{html.escape(report.title)}</h1>", '<section id="overview"><ul>']
+    out += [f"<li>{_inline(line)}</li>" for line in report.overview] + ["</ul></section>"]
     for part in report.parts:
-        out.append(f'<h2 id="{html.escape(part.name)}">{html.escape(part.title)}</h2>')
+        out.append(f'<section id="{html.escape(part.name)}"><h2>{html.escape(part.title)}</h2>')
         if part.error:
             out.append(f'<p class="error"><strong>This section could not be built:</strong> {html.escape(part.error)}</p>')
         out += [f"<p>{_inline(p)}</p>" for p in part.result.text]
@@ -136,12 +136,16 @@ def to_html(report: Report) -> str:
         if part.result.notes:
             out += ["<p><strong>Notes and deviations from the paper's protocol</strong></p>", "<ul>"]
             out += [f"<li>{_inline(n)}</li>" for n in part.result.notes] + ["</ul>"]
-    out += ["<h2>Runs</h2>", f"<h3>{html.escape(report.unfinished.title)}</h3>", _html_table(report.unfinished)]
+        out.append("</section>")
+    out += ['<section id="runs"><h2>Runs</h2>', f"<h3>{html.escape(report.unfinished.title)}</h3>",
+            _html_table(report.unfinished)]
     if report.unfinished.rows:
         out.append(f'<p class="caption">{_inline(report.unfinished.caption)}</p>')
     out += [f"<h3>{html.escape(report.run_list.title)}</h3>", _html_table(report.run_list),
-            f'<p class="caption">{_inline(report.run_list.caption)}</p>', "<h2>Problems with run records</h2>"]
+            f'<p class="caption">{_inline(report.run_list.caption)}</p>', "</section>",
+            '<section id="problems"><h2>Problems with run records</h2>']
     out += (["<ul>"] + [f"<li>{_inline(p)}</li>" for p in report.problems] + ["</ul>"]) if report.problems else ["<p>None.</p>"]
+    out.append("</section>")
     out += ["</body></html>"]
     return "\n".join(out) + "\n"
 
