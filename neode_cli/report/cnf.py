@@ -355,10 +355,18 @@ def _series_label(row: dict) -> str:
     return f"{_label(row['model'])} ({row['architecture']}" + (f", {row['setting']}" if row["setting"] else "") + ")"
 
 
+def _headroom(ax, fraction: float = 0.45) -> None:
+    """Room above the tallest bar, so the legend finds a place that covers no bar."""
+    low, high = ax.get_ylim()
+    if high > 0:
+        ax.set_ylim(min(low, 0), high * (1 + fraction))
+
+
 def _nll_bars(rows: Sequence[dict], name: str, title: str, caption: str, with_nfe: bool) -> Figure:
     datasets = distinct(r["dataset"] for r in rows)
     series = sorted({_series_label(r) for r in rows}, key=natural_key)
-    fig, axes = new_figure(ncols=2 if with_nfe else 1, size=(max(4.0, 0.9 * len(datasets) + 2.0), 3.4))
+    fig, axes = new_figure(ncols=2 if with_nfe else 1, size=(max(4.0, 0.9 * len(datasets) + 2.0), 3.8))
+    fig.subplots_adjust(bottom=1.2 / 3.8)  # room for the rotated dataset names and the axis label
     ax = axes[0] if with_nfe else axes
     width = 0.8 / max(1, len(series))
     for i, label in enumerate(series):
@@ -367,6 +375,8 @@ def _nll_bars(rows: Sequence[dict], name: str, title: str, caption: str, with_nf
         ax.bar(xs, [found[d]["test_nll_mean"] for d in datasets if d in found], width,
                yerr=[found[d]["test_nll_std"] or 0.0 for d in datasets if d in found], capsize=3, label=label)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets, rotation=30, ha="right")
+    _headroom(ax)
+    ax.set_xlabel("dataset")
     ax.set_ylabel("test NLL (nats, lower is better)")
     ax.set_title("held-out negative log-likelihood")
     _legend(ax)
@@ -377,8 +387,11 @@ def _nll_bars(rows: Sequence[dict], name: str, title: str, caption: str, with_nf
         nfe_ax.bar([j - 0.2 for j in range(len(names))], [r["nfe_forward"] for r in cnf_rows], 0.4, label="forward")
         nfe_ax.bar([j + 0.2 for j in range(len(names))], [r["nfe_backward"] or 0 for r in cnf_rows], 0.4,
                    label="backward")
-        nfe_ax.axhspan(*FFJORD_TOY_NFE, color="grey", alpha=0.2, label="FFJORD: ~70-100")
+        band = nfe_ax.axhspan(*FFJORD_TOY_NFE, color="grey", alpha=0.2, label="FFJORD: ~70-100")
+        band.set_gid("background")  # a reference band behind the bars, not data
+        _headroom(nfe_ax)
         nfe_ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        nfe_ax.set_xlabel("dataset")
         nfe_ax.set_ylabel("NFE per training batch (last epoch)")
         nfe_ax.set_title("CNF function evaluations")
         _legend(nfe_ax)
