@@ -159,12 +159,13 @@ def _figure(rows: Sequence[dict], ns: Sequence[int]):
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
     return fig
 class Table2(Section):
-    """Table 2 (spirals). Reports runs of ``experiment=table2``, and latent-task runs made without an
-    experiment (so ``neode compare runs=...`` over single runs gives a Table 2 too)."""
+    """Table 2 (spirals). Reports runs of ``experiment=table2`` and of the quick start (``experiment=quickstart``:
+    n = 30 only), and latent-task runs made without an experiment (so ``neode compare runs=...`` over single runs
+    gives a Table 2 too)."""
 
     name = "table2"
     title = "Table 2: latent ODE vs RNN, extrapolation RMSE on irregularly sampled spirals"
-    experiments = ("table2",)
+    experiments = ("table2", "quickstart")
 
     def select(self, records: Sequence[Run]) -> list[Run]:
         return [r for r in records
