@@ -275,8 +275,9 @@ class Layout:
             cols.append(Column("Other differences", "other_differences"))
         return cols
 
-    def caption(self) -> str:
-        """One sentence: how many configurations and runs, which axes vary, and what mean ± sd is over."""
+    def caption(self, seeds: str = "Seeds: how many.") -> str:
+        """One sentence: how many configurations and runs, which axes vary, and what mean ± sd is over; ``seeds``
+        says where the table shows the seed count."""
         runs = sum(len(g.runs) for g in self.groups)
         if self.varying:
             axes = "; ".join(f"{axis_label(k)}: {', '.join(format_value(k, v) for v in self._values(k))}"
@@ -285,7 +286,7 @@ class Layout:
         else:
             what = "no setting varies across them"
         return (f"One row per configuration ({len(self.groups)} configurations of {runs} runs; {what}). "
-                f"Mean ± sample sd over the seeds of each configuration only; Seeds: how many.")
+                f"Mean ± sample sd over the seeds of each configuration only; {seeds}")
 
     def notes(self) -> list[str]:
         """Notes on rows that differ in keys without a column of their own, and on duplicate runs left out."""

@@ -185,8 +185,8 @@ class Table2(Section):
                     Column("Params", "params", ".0f")]
         window = describe_values(r.get("n_window", r.config("data.n_window")) for r in records)
         extrap = describe_values(r.get("n_extrap", r.config("data.n_extrap")) for r in records)
-        caption = (f"{plan.caption()} Test RMSE on the {extrap} time points after each test spiral's observation "
-                   f"window (extrapolation), against the noise-free spiral; seed count in brackets; n = observed "
+        caption = (f"{plan.caption('seed count in brackets.')} Test RMSE on the {extrap} time points after each test "
+                   f"spiral's observation window (extrapolation), against the noise-free spiral; n = observed "
                    f"points of the {window} in each window. Paper: {CHEN2018}, Table 2 (its data scale and noise are "
                    "not published, so compare orderings, not absolute values). NFE: function evaluations per "
                    "training batch (last epoch); \"-\": the model has no ODE. The CSV also has the interpolation "
