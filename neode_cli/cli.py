@@ -124,6 +124,24 @@ def _check_experiment_has_budget(args: Sequence[str]) -> None:
                "(a reduced protocol for a laptop CPU) or budget=paper (the full protocol, for a GPU)", 2)
 
 
+def _check_experiment_is_a_sweep(args: Sequence[str]) -> None:
+    """Fail with one line when ``experiment=`` comes without ``-m``: an experiment is a sweep (its axes live in
+    ``hydra.sweeper.params``), and without ``-m`` Hydra would run one job of the defaults instead, quietly.
+
+    ``--cfg``/``--help``/``--info`` (nothing runs) and ``hydra.mode=MULTIRUN`` are left alone.
+    """
+    experiments = [a.split("=", 1)[1] for a in args if a.startswith("experiment=")]
+    if not experiments or experiments[0] in ("", "null"):
+        return
+    sweeping = any(a in ("-m", "--multirun") or a == "hydra.mode=MULTIRUN" for a in args)
+    inspecting = any(a in ("--help", "-h", "--hydra-help", "--info", "-i") or a.startswith(("--cfg", "-c", "--info="))
+                     for a in args)
+    if not sweeping and not inspecting:
+        rest = " ".join(a for a in args if not a.startswith("experiment="))
+        _error(f"experiment={experiments[0]} is a sweep: add -m (neode train -m experiment={experiments[0]}"
+               f"{' ' + rest if rest else ''})", 2)
+
+
 def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str) -> None:
     import hydra
     from hydra.core.global_hydra import GlobalHydra
@@ -141,6 +159,7 @@ def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str)
     config_path = str(config_dir)
     if config_name == "train":
         _check_experiment_has_budget(args)
+        _check_experiment_is_a_sweep(args)
     elif config_name == "compare":
         # conf/experiment/ is a group of train: compose compare.yaml from the ConfigStore so that its
         # `experiment=NAME` stays a plain string (see neode_cli/report/compare.py:register_primary_config).

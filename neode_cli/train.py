@@ -35,6 +35,7 @@ from .integrator import Integrator
 from .measure import PeakMemory, Stopwatch, count_parameters
 from .ode import SolverError, collect_stats
 from .runs import RunRecord
+from .tensorboard_log import open_writer, write_hparams
 
 __all__ = ["RunError", "train", "batch_limit", "resolve_device", "build_integrator", "build_model", "build_optimizer"]
 
@@ -147,10 +148,6 @@ def _one_line(exc: BaseException) -> str:
     if type(exc).__module__.startswith("neode_cli") or isinstance(exc, (SolverError, FileNotFoundError)) or not text:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
-
-
-def _hparam(value: Any) -> Any:
-    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -278,10 +275,7 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
             record.keep_epochs(progress.rows)  # epochs logged after the checkpoint will be run again
             log.info("resuming %s after epoch %d", run_dir, progress.epoch)
         if cfg.logger.name == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops scalars a killed run logged after its checkpoint, so curves do not fork.
-            writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.global_step if resume else None)
+            writer = open_writer(run_dir / "tb", purge_step=progress.global_step if resume else None)
         log.info("run folder %s | device %s | %s parameters", run_dir, device, f"{summary['params']:,}")
         _update_summary(summary, progress)
         record.write_summary(summary)
@@ -348,7 +342,7 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
             summary.update(status="failed", error=summary["error"] or "stopped")
         record.write_summary(summary)
         if writer is not None:
-            _write_hparams(writer, summary)
+            write_hparams(writer, summary, progress.global_step)
             writer.close()
     return summary
 
@@ -436,19 +430,3 @@ def _log_figures(task, model, run_dir: Path, writer, epoch: int, summary: dict) 
     except Exception as exc:  # noqa: BLE001 - figures are a by-product
         summary["figures_error"] = _one_line(exc)
         log.warning("figures failed: %s", summary["figures_error"])
-
-
-def _write_hparams(writer, summary: dict) -> None:
-    """Hyperparameters and final metrics for TensorBoard's HParams view (same run folder)."""
-    keys = ("model", "data", "solver", "grad", "rtol", "atol", "step_size", "backend", "seed", "optim", "lr",
-            "batch_size", "max_epochs", "experiment", "budget", "status", "device")
-    hparams = {k: _hparam(summary.get(k)) for k in keys}
-    metrics = {f"hparam/{k}": float(v) for k, v in summary.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys
-               and (k.startswith("test_") or k in ("nfe_forward", "nfe_backward", "peak_memory_mb", "train_loss",
-                                                   "epoch_time_s", "params", "forward_time_s", "backward_time_s"))
-               and math.isfinite(float(v))}
-    try:
-        writer.add_hparams(hparams, metrics, run_name=".", global_step=summary.get("epochs") or 0)
-    except Exception as exc:  # noqa: BLE001 - TensorBoard extras must not fail a finished run
-        log.warning("could not write TensorBoard hparams: %s", exc)

@@ -83,3 +83,15 @@ def test_missing_config_folder_is_one_line(capsys, monkeypatch, tmp_path):
 def test_config_folder_is_found_next_to_the_package(monkeypatch):
     monkeypatch.delenv("NEODE_CONFIG_DIR", raising=False)
     assert find_config_dir() == CONF
+
+
+def test_an_experiment_without_m_says_to_add_it_and_runs_nothing(capsys, tmp_path, monkeypatch):
+    from conftest import run_neode
+
+    monkeypatch.chdir(tmp_path)
+    assert run_neode(["train", "experiment=table1", "budget=smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("neode: error: experiment=table1 is a sweep: add -m "
+                   "(neode train -m experiment=table1 budget=smoke)")
+    assert not (tmp_path / "outputs").exists()  # no default job ran
+    assert run_neode(["train", "experiment=table1", "budget=smoke", "--cfg", "job"]) == 0  # inspecting is fine

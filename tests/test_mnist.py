@@ -222,3 +222,18 @@ def test_unreachable_mirror_gives_offline_message(tmp_path):
     assert "\n" not in text and "Download failed: http://127.0.0.1:" in text
     assert f"into {(tmp_path / 'mnist').resolve()}" in text
     assert not list((tmp_path / "mnist").glob("*"))  # no partial downloads left behind
+
+
+def test_missing_mnist_names_fashion_mnist_when_it_is_on_this_machine(tmp_path, monkeypatch):
+    system = write_dataset(tmp_path / "usr-share-datasets", *_tiny_arrays())
+    monkeypatch.setitem(mnist.DATASETS, "fashion_mnist", dataclasses.replace(FASHION_MNIST, search_paths=(str(system),)))
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path / "nowhere", download=False)
+    text = str(info.value)
+    assert "\n" not in text and "data.mirrors=[URL,...]" in text
+    assert f"fashion_mnist is on this machine ({system}): add data=fashion_mnist to train on it instead." in text
+    monkeypatch.setitem(mnist.DATASETS, "fashion_mnist", dataclasses.replace(FASHION_MNIST,
+                                                                             search_paths=(str(tmp_path / "no"),)))
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path / "nowhere", download=False)
+    assert "data=fashion_mnist" not in str(info.value)

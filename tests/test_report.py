@@ -101,15 +101,21 @@ def test_table1_report_from_hand_written_records(tmp_path):
     odenet = rows[-1]
     assert float(odenet["test_error_mean"]) == pytest.approx(0.70)  # seeds: 0.65, 0.75
     assert float(odenet["test_error_std"]) == pytest.approx(0.0707107, rel=1e-5)
-    assert odenet["runs"] == "2" and odenet["seeds"] == "0,1"
+    assert odenet["seeds"] == "2" and odenet["seed_list"] == "0,1"
     assert float(odenet["paper_test_error"]) == 0.42 and float(odenet["paper_params_m"]) == 0.22
     assert odenet["paper_memory"] == "O(1)" and rows[1]["paper_memory"] == "O(L)"
     assert float(odenet["nfe_backward"]) == 32.0 and float(odenet["params"]) == 208266
     md = (out / "report.md").read_text()
     assert "| ODE-Net | 0.70 ± 0.07 | 2 | 0.42 |" in md
+    lines = md.splitlines()
+    mlp = next(line for line in lines if line.startswith("| 1-layer MLP |"))
+    assert mlp.startswith("| 1-layer MLP | 2.05 ± 0.07 | 2 | 1.60 |") and mlp.endswith("| - | - | - |")  # no ODE
+    assert next(line for line in lines if line.startswith("| mlp_seed0 |")).count("| - |") >= 2  # run list too
     assert "Budget: `cpu`." in md
     assert ("Solver actually used: odenet: `dopri5` rtol 1e-03, atol 1e-03, gradient adjoint, backend neode; "
-            "rknet: `dopri5` rtol 1e-03, atol 1e-03, gradient backprop, backend neode. The paper used implicit Adams") in md
+            "rknet: `dopri5` rtol 1e-03, atol 1e-03, gradient backprop, backend neode. Chen et al. 2018 "
+            "(arXiv:1806.07366) used implicit Adams") in md
+    assert "Runs: 8 in 4 configurations, 2 seeds each (seeds 0, 1) (the paper reports single runs)." in md
     assert "Dataset: Fashion-MNIST (paper: MNIST)" in md  # a deviation is stated
     assert "Epochs: 3 (paper: 160)" in md
     assert "Training images per epoch: 6,400 (paper: 60,000)" in md
@@ -139,10 +145,11 @@ def test_fig3_report_has_four_captioned_panels(tmp_path):
     assert float(rows[0]["backward_forward_ratio"]) == pytest.approx(0.8)
     assert float(rows[2]["ode_error_mean"]) == pytest.approx(1e-4)
     md = (out / "report.md").read_text()
-    assert "Backward/forward NFE ratio: 0.80 ± 0.00 over 6 runs" in md
-    assert "the paper reports about 0.5" in md
-    assert "Pearson r = 1.000" in md  # forward time was written proportional to NFE
-    assert "1e-03: 26.5 → 30.5" in md  # NFE over epochs (mean over the two seeds), tolerance as 1e-03
+    assert "Backward/forward NFE ratio: mean 0.80, range 0.80–0.80, over 6 runs" in md
+    assert "report about 0.5 with their implicit Adams solver" in md
+    assert "Pearson r = 1.000 over 6 runs" in md  # forward time was written proportional to NFE
+    assert "1e-03: 26.5 → 30.5 (2 seeds)" in md  # NFE over epochs (mean over the two seeds), tolerance as 1e-03
+    assert "What was run: 6 runs of odenet in 3 configurations (varying: rtol, atol)" in md
     assert "table1" not in [p.name for p in report.parts]  # fig3 runs are not Table 1 runs
     page = (out / "report.html").read_text()  # self-contained: figures inline, nothing fetched
     assert page.count('src="data:image/png;base64,') == 4
@@ -181,7 +188,7 @@ def test_failed_and_incomplete_runs_are_listed_not_used(tmp_path):
     assert unfinished[0]["error"] == "training loss became nan at batch 3"
     assert "no metrics.json (3 epochs recorded)" in unfinished[1]["error"]
     odenet = read_csv(out / "table1.csv")[-1]
-    assert odenet["runs"] == "1" and float(odenet["test_error_mean"]) == pytest.approx(0.65)
+    assert odenet["seeds"] == "1" and float(odenet["test_error_mean"]) == pytest.approx(0.65)
     md = (out / "report.md").read_text()
     assert "| odenet_seed1 | failed | odenet |" in md
     assert "Runs: 4 completed, 2 failed or incomplete, 0 records skipped" in md

@@ -42,11 +42,11 @@ def write_flow_run(folder: Path, *, model: str, experiment: str | None, units: i
     return folder
 
 
-def fig4_records(tmp_path: Path):
+def fig4_records(tmp_path: Path, seeds=(0, 1, 2)):
     root = tmp_path / "outputs" / "fig4" / "cpu"
     losses = {("planar_nf", 2): -1.0, ("cnf", 2): -1.4, ("planar_nf", 8): -1.5, ("cnf", 8): -1.45}
     for (model, units), loss in losses.items():
-        for seed in (0, 1):
+        for seed in seeds:
             write_flow_run(root / f"{model}_units{units}_u1_seed{seed}", model=model, experiment="fig4", units=units,
                            seed=seed, target="u1", loss=loss + 0.02 * seed)
     write_flow_run(root / "cnf_units32_u1_seed0", model="cnf", experiment="fig4", units=32, target="u1",
@@ -59,18 +59,33 @@ def test_fig4_rows_average_seeds_and_pair_matched_sizes(tmp_path):
     rows = fig4_rows(records)
     assert [(r["model"], r["units"]) for r in rows] == [("planar_nf", 2), ("planar_nf", 8), ("cnf", 2), ("cnf", 8)]
     nf2 = next(r for r in rows if (r["model"], r["units"]) == ("planar_nf", 2))
-    assert nf2["kl_loss_mean"] == -0.99 and nf2["runs"] == 2 and nf2["iterations"] == 100
-    assert nf2["nfe_forward"] == 0.0
-    assert abs(nf2["kl_mean"] - (-0.99 + LOG_NORMALISERS["u1"])) < 1e-9  # U1 is normalisable: the true KL
+    assert nf2["kl_loss_mean"] == pytest.approx(-0.98) and nf2["seeds"] == 3 and nf2["iterations"] == 100
+    assert nf2["nfe_forward"] == 0.0 and nf2["has_ode"] is False  # shown as "-"
+    assert abs(nf2["kl_mean"] - (-0.98 + LOG_NORMALISERS["u1"])) < 1e-9  # U1 is normalisable: the true KL
     pairs = fig4_pairs(rows)
     assert [(p["units"], p["cnf_at_or_below_nf"]) for p in pairs] == [(2, True), (8, False)]
     assert abs(pairs[0]["cnf_minus_nf"] - (-0.4)) < 1e-9
 
 
+def test_fig4_verdict_is_withheld_below_three_seeds(tmp_path):
+    records = fig4_records(tmp_path, seeds=(0, 1)).completed
+    pairs = fig4_pairs(fig4_rows(records))
+    assert [p["cnf_at_or_below_nf"] for p in pairs] == [None, None]  # the difference is kept, the verdict withheld
+    assert pairs[0]["verdict"] == "withheld: 2 and 2 seeds (needs at least 3 each)"
+    assert abs(pairs[0]["cnf_minus_nf"] - (-0.4)) < 1e-9
+    text = " ".join(Fig4().build(records).text)
+    assert "CNF at or below NF: no pair has 3 seeds on each side, so no verdict" in text
+    assert "2 pair(s) withheld for fewer seeds (there the CNF mean is lower in 1 of 2)" in text
+
+
 def test_fig4_section_states_the_claim_and_draws_loss_vs_units(tmp_path):
     records = fig4_records(tmp_path).completed
     result = Fig4().build(records)
-    assert any("CNF at or below NF in 1 of 2" in line for line in result.text)
+    assert any("CNF at or below NF in 1 of 2 matched (target, K = M) pairs with at least 3 seeds each" in line
+               for line in result.text)
+    md = " ".join(result.text + result.notes)
+    assert "these runs use U1 of the four energies" in md and "U2" not in md.split("U1-U4")[1]  # only U1 here
+    assert "Runs: 12 in 4 configurations, 3 seeds each (seeds 0, 1, 2)." in md
     assert [t.name for t in result.tables] == ["fig4_pairs", "fig4"]
     assert result.figures[0].name == "fig4_loss_vs_units" and result.figures[0].png[:4] == b"\x89PNG"
     assert Fig4().build(records).figures[0].png == result.figures[0].png  # deterministic
@@ -104,7 +119,10 @@ def test_likelihood_sections_group_by_dataset_and_model(tmp_path):
     assert [(r["dataset"], r["model"], r["test_nll_mean"]) for r in rows] == [
         ("circles", "planar_nf", 3.2), ("circles", "cnf", 2.9), ("moons", "planar_nf", 2.8), ("moons", "cnf", 2.5)]
     assert rows[1]["architecture"] == "planar, M=64" and rows[0]["architecture"] == "K=64"
-    assert rows[0]["run_dirs"].endswith("planar_nf_circles_seed0")
+    assert rows[0]["run_ids"].endswith("planar_nf_circles_seed0")
+    assert fig5.tables[0].columns[0].header == "Data" and "NFE fwd" in [c.header for c in fig5.tables[0].columns]
+    nfe = next(c for c in fig5.tables[0].columns if c.header == "NFE fwd")
+    assert nfe.cell(rows[0]) == "-" and nfe.cell(rows[1]) == "26.0"  # NF: no ODE
     assert fig5.figures[0].png[:4] == b"\x89PNG"
 
     toys = FfjordToys()

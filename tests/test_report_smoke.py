@@ -35,7 +35,7 @@ def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeyp
     assert "section table1: 4 runs" in printed and "Runs: 4 completed, 0 failed or incomplete" in printed
     table = _rows(out / "table1.csv")
     assert [r["model"] for r in table] == ["mlp", "resnet", "rknet", "odenet"]
-    assert all(r["runs"] == "1" and float(r["test_error_mean"]) >= 0 for r in table)
+    assert all(r["seeds"] == "1" and float(r["test_error_mean"]) >= 0 for r in table)
     assert float(table[3]["nfe_forward"]) > 0 and float(table[3]["nfe_backward"]) > 0  # odenet integrates
     assert table[0]["nfe_forward"] == "0.0"  # the MLP has no ODE
     md = (out / "report.md").read_text()
@@ -49,3 +49,19 @@ def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeyp
     assert all(float(r["ode_error_mean"]) >= 0 for r in fig3)
     epochs = [r for r in _rows(tmp_path / "rep" / "epochs.csv") if r["run_id"].startswith("fig3/")]
     assert [r["epoch"] for r in epochs] == ["1", "2", "1", "2"]
+
+
+def test_the_quick_start_runs_offline_and_reports_table2(tmp_path, monkeypatch, capsys):
+    """The README's first commands (on budget=smoke): generated spirals, no download, a Table 2 report."""
+    monkeypatch.chdir(tmp_path)
+    assert run_neode(["train", "-m", "experiment=quickstart", "budget=smoke"]) == 0
+    runs = sorted(p.parent.name for p in tmp_path.glob("outputs/quickstart/smoke/*/metrics.json"))
+    assert runs == ["latent_ode_seed0", "rnn_seed0"]
+    capsys.readouterr()
+    out = compare_main({"experiment": "quickstart"})
+    assert out.as_posix() == "outputs/reports/quickstart-smoke"
+    assert "section table2: 2 runs" in capsys.readouterr().out
+    table = _rows(out / "table2.csv")
+    assert [(r["model"], r["rmse_n30_runs"]) for r in table] == [("rnn", "1"), ("latent_ode", "1")]
+    md = (out / "report.md").read_text()
+    assert "n=30: withheld: 1 and 1 seeds (needs at least 3 each)" in md  # one seed on smoke: no verdict

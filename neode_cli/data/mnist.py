@@ -268,14 +268,30 @@ def _download(url: str, target: Path, md5: str, timeout: float) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _available_elsewhere(spec: DatasetSpec) -> list[tuple[DatasetSpec, Path]]:
+    """Other datasets whose four files are all in one of their system folders (e.g. Debian's Fashion-MNIST)."""
+    found = []
+    for other in DATASETS.values():
+        if other.name == spec.name:
+            continue
+        for folder in map(Path, other.search_paths):
+            if all(_find_local(name, [folder]) for name, _ in other.files.values()):
+                found.append((other, folder))
+                break
+    return found
+
+
 def _missing_message(spec: DatasetSpec, root: Path, missing: Sequence[str], reasons: Sequence[str]) -> str:
     names = ", ".join(spec.files[role][0] for role in missing)
     where = [str(root.resolve())] + list(spec.search_paths)
     extra = (f" (or install Debian's dataset-fashion-mnist, which puts them in {spec.search_paths[0]})"
              if spec.search_paths else "")
     why = f" Download failed: {'; '.join(reasons)}." if reasons else ""
+    instead = "".join(f" {other.name} is on this machine ({folder}): add data={other.name} to train on it instead."
+                      for other, folder in _available_elsewhere(spec))
     return (f"{spec.name} files not found in {' or '.join(where)}.{why} Put {names} (gzipped or raw) into "
-            f"{root.resolve()}{extra}, or set data.root to the folder that holds them.")
+            f"{root.resolve()}{extra}, or set data.root to the folder that holds them, or data.mirrors=[URL,...] to "
+            f"download from another server.{instead}")
 
 
 def locate_or_download(spec: DatasetSpec, root: str | os.PathLike, mirrors: Sequence[str] | None = None,

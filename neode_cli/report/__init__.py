@@ -2,8 +2,10 @@
 
 Modules: ``records`` finds and reads run records; ``base`` defines :class:`Section` (the interface an experiment's
 report implements, documented there with a complete example), :class:`Table`, :class:`Figure`; ``figures``
-renders matplotlib figures to PNG; ``paper`` holds the published values; ``protocol`` states what ran;
-``assemble`` builds a report from sections; ``writers`` writes it; ``compare`` is the command.
+renders matplotlib figures to PNG; ``paper`` holds the published values and their citations; ``grouping`` is the one
+rule for which runs share a row (a configuration: everything recorded but the seed) and what varies; ``verdicts``
+says when a yes/no claim may be stated; ``protocol`` states what ran; ``assemble`` builds a report from sections;
+``writers`` writes it; ``compare`` is the command.
 
 The registry below lists the sections in report order. To add one: write ``neode_cli/report/<name>.py`` with a
 :class:`Section` subclass and append ONE line to your own block below (owners edit only their block).

@@ -11,6 +11,7 @@ import json
 from typing import Any, Sequence
 
 from .base import Column, Section, SectionResult, Table
+from .grouping import axis_label, configuration, format_value, has_ode, layout, ode_cell
 from .protocol import distinct
 from .records import Collection, Run
 
@@ -24,12 +25,13 @@ RUN_LIST_COLUMNS = (
     Column("Budget", "budget"),
     Column("Model", "model"),
     Column("Seed", "seed", "d"),
-    Column("Solver", "solver"),
-    Column("rtol", "rtol", ".0e"),
-    Column("Gradient", "grad"),
+    Column("Configuration", "configuration"),
+    Column("Solver", "solver", render=ode_cell("solver", "")),
+    Column("rtol", "rtol", render=ode_cell("rtol", ".0e")),
+    Column("Gradient", "grad", render=ode_cell("grad", "")),
     Column("Epochs", "epochs", "d"),
     Column("Test error %", "test_error", ".2f"),
-    Column("NFE fwd", "nfe_forward", ".1f"),
+    Column("NFE fwd", "nfe_forward", render=ode_cell("nfe_forward")),
     Column("Train time (s)", "train_time_s", ".1f"),
 )
 
@@ -68,6 +70,8 @@ class Report:
     unfinished: Table
     problems: list[str]
     data_tables: list[Table]
+    #: Set by ``neode compare`` when it wrote over an earlier report (that report's title); never rendered.
+    replaced: str | None = None
 
     def tables(self) -> list[Table]:
         """Every table with a CSV file: the sections', the run lists and the data tables."""
@@ -90,6 +94,10 @@ def flat_summary(run: Run) -> dict[str, Any]:
         else:
             row[key] = value
     return row
+
+
+def _describe(values: dict, keys: Sequence[str]) -> str:
+    return ", ".join(f"{k}={format_value(k, values.get(k))}" for k in keys)
 
 
 def _epoch_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -131,11 +139,19 @@ def build_report(collection: Collection, sections: Sequence[Section], title: str
     lines.append(f"Runs: {len(completed)} completed, {len(collection.unfinished)} failed or incomplete, "
                  f"{len(collection.skipped)} records skipped as corrupt or partial.")
     lines.append(f"Budget(s): {', '.join(budgets) if budgets else 'not recorded'}.")
+    plan = layout(completed) if completed else None
+    if plan is not None:
+        varying = ", ".join(axis_label(k) for k in plan.varying) or "nothing"
+        lines.append(f"Configurations: {len(plan.groups)} among the completed runs (varying: {varying}); each table "
+                     "has one row per configuration and pools only runs that differ by seed.")
     if unclaimed:
         lines.append(f"Completed runs that no section reports (listed under Runs): {len(unclaimed)}.")
     problems = [str(p) for p in collection.skipped] + [str(p) for p in collection.warnings]
     problems += [f"section {p.name} could not be built: {p.error}" for p in parts if p.error]
-    run_rows = [flat_summary(r) for r in collection.runs]
+    every = layout(collection.runs) if collection.runs else None
+    run_rows = [{**flat_summary(r), "has_ode": has_ode(r),
+                 "configuration": _describe(configuration(r), every.varying if every else [])}
+                for r in collection.runs]
     unfinished_rows = [{"run_id": r.run_id, "status": r.status, "model": r.get("model"), "epochs": r.get("epochs"),
                         "error": r.get("error") or _NO_REASON.get(r.status, "")} for r in collection.unfinished]
     return Report(
@@ -143,7 +159,9 @@ def build_report(collection: Collection, sections: Sequence[Section], title: str
         overview=lines,
         parts=parts,
         run_list=Table("runs", "All runs", RUN_LIST_COLUMNS, run_rows,
-                       "Every run record found (runs.csv holds every key of every metrics.json)."),
+                       "Every run record found (runs.csv holds every key of every metrics.json). Configuration: "
+                       "the run's values of the settings that vary across these runs (seed aside); \"-\": does not "
+                       "apply (no ODE in the model)."),
         unfinished=Table("unfinished", "Failed or incomplete runs", UNFINISHED_COLUMNS, unfinished_rows,
                          "Not used in any table or figure. Status from metrics.json; a folder with epochs but no "
                          "metrics.json is incomplete."),

@@ -14,12 +14,16 @@ Writing a section (the whole contract)::
         experiments = ("table2",)        # runs whose metrics.json says experiment=table2 belong here
 
         def build(self, records):        # completed runs only (failed/incomplete ones are listed by the report)
-            rows = [...]                 # plain dicts of numbers/strings: every key also goes to table2.csv
-            table = Table("table2", "Extrapolation RMSE", [Column("Model", "model"), ...], rows, caption="...")
-            return SectionResult(text=["what was run ..."], tables=[table], figures=[], notes=["deviation ..."])
+            plan = layout(records, shown=("model",))   # grouping.py: one row per configuration
+            rows = [{"model": g.get("model"), **plan.row(g), "rmse": g.mean("test_rmse")} for g in plan.groups]
+            table = Table("table2", "Extrapolation RMSE", [Column("Model", "model"), *plan.columns(), ...], rows,
+                          caption=plan.caption())  # every row key also goes to table2.csv
+            return SectionResult(text=["what was run ..."], tables=[table], figures=[], notes=plan.notes())
 
 then one line in ``neode_cli/report/__init__.py``: ``register(Table2())``. ``build`` must be deterministic (same
-records, same result: sort what you group) and must not raise on missing metrics (show "–", add a note).
+records, same result: sort what you group) and must not raise on missing metrics (show "–", add a note). Rows
+are configurations from :func:`neode_cli.report.grouping.layout` (mean ± sd over seeds only; the axes that vary get
+columns, other differences are flagged); a yes/no claim goes through :mod:`neode_cli.report.verdicts`.
 Figures are made with :func:`neode_cli.report.figures.new_figure` and turned into a :class:`Figure` with
 :func:`neode_cli.report.figures.to_png`.
 """
@@ -146,8 +150,3 @@ def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
         return mean, None, len(xs)
     var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
     return mean, math.sqrt(var), len(xs)
-
-
-def mean_of(runs: Iterable[Any], key: str) -> float | None:
-    """Mean of the finite numbers that the runs' records hold under ``key`` (None when there are none)."""
-    return mean_std(r.number(key) for r in runs)[0]

@@ -6,11 +6,18 @@ Two ways to say which runs:
   (paper > cpu > smoke) and the report says so.
 - ``runs=PATH`` or ``runs=[PATH,...]``: every run record at or below those folders (``budget=`` and
   ``experiment=`` then filter by the records' own keys).
+
+The report folder's name says what it reports: ``<root>/reports/<experiment>-<budget>``, or for ``runs=``
+``<root>/reports/runs-<name of the first folder>-<digest of the folders and filters>``. A folder that already holds
+a report is replaced, and ``neode compare`` prints a line saying so; a non-empty folder that holds no report is
+never written into (one-line error).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +26,7 @@ from . import registered_sections
 from .assemble import Report, build_report
 from .protocol import BUDGET_ORDER
 from .records import Collection, InputError, collect, natural_key
-from .writers import write_report
+from .writers import NotAReportFolder, previous_report, write_report
 
 __all__ = ["CompareError", "CompareOptions", "run", "main", "register_primary_config", "PRIMARY_CONFIG"]
 
@@ -97,9 +104,16 @@ def _filter(collection: Collection, options: CompareOptions) -> Collection:
 
 
 def _default_out(options: CompareOptions, budget: str | None) -> Path:
+    """``<root>/reports/<experiment>-<budget>``, or for ``runs=``: ``runs-<first folder's name>[+<more>]
+    [-<experiment>][-<budget>]-<8 hex digits of the resolved folders and filters>`` (same inputs, same folder)."""
     if options.experiment and not options.runs:
         return Path(options.root) / "reports" / f"{options.experiment}-{budget}"
-    name = "-".join(part for part in ("runs", options.experiment, options.budget) if part)
+    folders = sorted(str(Path(p).resolve()) for p in options.runs)
+    digest = hashlib.sha256("\n".join([*folders, f"experiment={options.experiment}",
+                                        f"budget={options.budget}"]).encode()).hexdigest()[:8]
+    first = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(folders[0]).name or "root") if folders else "none"
+    more = f"+{len(folders) - 1}" if len(folders) > 1 else ""
+    name = "-".join(part for part in ("runs", first + more, options.experiment, options.budget, digest) if part)
     return Path(options.root) / "reports" / name
 
 
@@ -125,11 +139,19 @@ def run(options: CompareOptions) -> tuple[Report, Path, list[Path]]:
         wanted = " and ".join(f"{k}={v}" for k, v in (("experiment", options.experiment), ("budget", options.budget)) if v)
         raise CompareError(f"no run records (metrics.json) below {', '.join(inputs)}"
                            + (f" matching {wanted}" if wanted else "") + "; check the paths or run the sweep first")
-    title = "neode report: " + (f"{options.experiment} (budget {budget})" if options.experiment and budget
-                                else options.experiment or "runs")
+    if options.runs:
+        where = ", ".join(sorted(options.runs))
+        title = f"neode report: runs in {where}" + "".join(f", {k} {v}" for k, v in (
+            ("experiment", options.experiment), ("budget", options.budget)) if v)
+    else:
+        title = f"neode report: {options.experiment} (budget {budget})"
     overview = [f"Run records searched: {', '.join(f'`{p}`' for p in sorted(inputs))}."] + overview
     report = build_report(collection, registered_sections(), title, overview)
     out = Path(options.out) if options.out else _default_out(options, budget)
+    try:
+        report.replaced = previous_report(out)
+    except NotAReportFolder as exc:
+        raise CompareError(str(exc)) from None
     files = write_report(report, out)
     return report, out, files
 
@@ -139,6 +161,9 @@ def summary_lines(report: Report, out: Path, files: Sequence[Path]) -> list[str]
     csvs = sum(1 for f in files if f.suffix == ".csv")
     pngs = sum(1 for f in files if f.suffix == ".png")
     lines = [f"report: {out / 'report.html'} (and report.md, {csvs} CSV, {pngs} PNG in {out})"]
+    if report.replaced is not None:
+        lines.append(f"replaced the earlier report in {out}" + (f" ({report.replaced})" if report.replaced else "")
+                     + "; pass out=<folder> to keep reports side by side")
     lines += [f"section {p.name}: {p.runs} runs" + (f" (not built: {p.error})" if p.error else "") for p in report.parts]
     lines += [line for line in report.overview if line.startswith(("Runs:", "Budget `"))]
     lines += [f"{r['status']}: {r['run_id']}" + (f" ({r['error']})" if r["error"] else "") for r in report.unfinished.rows]

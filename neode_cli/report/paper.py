@@ -1,7 +1,10 @@
-"""Published values and protocols the reports put beside our measurements (source: shared/reference/paper.md).
+"""Published values and protocols the reports put beside our measurements, with their sources.
 
-Chen, Rubanova, Bettencourt, Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018, and the authors'
-PyTorch example (rtqichen/torchdiffeq ``examples/odenet_mnist.py``), which is the de facto protocol.
+Chen, Rubanova, Bettencourt, Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018 (arXiv:1806.07366);
+the authors' PyTorch examples (https://github.com/rtqichen/torchdiffeq/tree/master/examples: ``odenet_mnist.py``,
+the de facto classification protocol, ``latent_ode.py``, ``cnf.py``); Grathwohl et al., "FFJORD", ICLR 2019
+(arXiv:1810.01367, code https://github.com/rtqichen/ffjord). Every sentence a report prints about "the paper" comes
+from here, with its citation.
 """
 
 from __future__ import annotations
@@ -9,7 +12,13 @@ from __future__ import annotations
 import dataclasses
 
 __all__ = ["Table1Row", "TABLE1", "TABLE1_ORDER", "TABLE1_PROTOCOL", "PAPER_SOLVER", "PAPER_CLASSIFICATION_TOL",
-           "FIG3_BACKWARD_FORWARD_RATIO", "DOPRI5_NFE_PER_STEP", "DOPRI5_NFE_INITIAL", "INDEPENDENT_REPRODUCTION"]
+           "FIG3_BACKWARD_FORWARD_RATIO", "DOPRI5_NFE_PER_STEP", "DOPRI5_NFE_INITIAL", "CHEN2018", "FFJORD",
+           "EXAMPLES_URL", "CLASSIFICATION_SOLVER", "SEQUENCE_SOLVER", "CNF_SOLVER", "FFJORD_SOLVER"]
+
+#: Citations as the reports print them.
+CHEN2018 = "Chen et al. 2018 (arXiv:1806.07366)"
+FFJORD = "Grathwohl et al. 2019, FFJORD (arXiv:1810.01367)"
+EXAMPLES_URL = "https://github.com/rtqichen/torchdiffeq/tree/master/examples"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +44,6 @@ TABLE1 = {
 #: Row order of Table 1 (other models follow, alphabetically).
 TABLE1_ORDER = ("mlp", "resnet", "rknet", "odenet")
 
-#: An independent reproduction (30 epochs, CPU) quoted in paper.md, test error in percent.
-INDEPENDENT_REPRODUCTION = {"mlp": 4.59, "resnet": 0.40, "rknet": 0.64, "odenet": 0.57}
-
 #: The training protocol of the authors' example (what "paper" budget reproduces).
 TABLE1_PROTOCOL = {
     "dataset": "MNIST",
@@ -50,12 +56,21 @@ TABLE1_PROTOCOL = {
     "augmentation": "RandomCrop(28, padding 4)",
     "train_images": 60000,
     "test_images": 10000,
-    "selection": "best test accuracy over epochs (optimistic); we report the last epoch",
+    "selection": "the authors' example odenet_mnist.py keeps the epoch with the best test accuracy (optimistic); we report the last epoch",
 }
 
 #: The paper's solver for classification (implicit Adams via SciPy's LSODE/VODE) and its tolerance.
 PAPER_SOLVER = "implicit Adams (LSODE/VODE via SciPy)"
 PAPER_CLASSIFICATION_TOL = 1e-3
+
+#: What each published source solved with, by experiment family (the last sentence of a section's solver line).
+CLASSIFICATION_SOLVER = (f"{CHEN2018} used {PAPER_SOLVER} at tolerance {PAPER_CLASSIFICATION_TOL:g}; the authors' "
+                         f"example odenet_mnist.py ({EXAMPLES_URL}) uses dopri5 at rtol = atol = 1e-3.")
+SEQUENCE_SOLVER = (f"{CHEN2018} give tolerance 1.5e-8 for the sequence models; the authors' example latent_ode.py "
+                   f"({EXAMPLES_URL}) calls torchdiffeq's odeint with its defaults (dopri5).")
+CNF_SOLVER = (f"{CHEN2018} give tolerance 1e-5 for the CNF experiments; the authors' example cnf.py ({EXAMPLES_URL}) "
+              f"uses dopri5 at rtol = atol = 1e-5.")
+FFJORD_SOLVER = f"{FFJORD} use dopri5 at rtol = atol = 1e-5 with the adjoint (https://github.com/rtqichen/ffjord)."
 
 #: Figure 3c: backward NFE is about half the forward NFE (with the Adams solver; not claimed for dopri5).
 FIG3_BACKWARD_FORWARD_RATIO = 0.5

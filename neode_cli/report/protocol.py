@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Sequence
 
 from .base import format_number
-from .paper import PAPER_SOLVER, TABLE1_PROTOCOL
+from .grouping import group_by_configuration, has_ode
+from .paper import TABLE1_PROTOCOL
 from .records import Run, natural_key
 
-__all__ = ["distinct", "describe_values", "budget_sentence", "solver_sentence", "classification_protocol",
-           "images_per_epoch", "BUDGET_ORDER"]
+__all__ = ["distinct", "describe_values", "budget_sentence", "solver_sentence", "seeds_sentence",
+           "classification_protocol", "images_per_epoch", "BUDGET_ORDER"]
 
 #: Budgets from smallest to largest protocol.
 BUDGET_ORDER = ("smoke", "cpu", "paper")
@@ -65,21 +66,33 @@ def _value_range(values: Iterable[Any], spec: str) -> str:
     return describe_values(found, spec, flag_differences=False)
 
 
-def solver_sentence(runs: Sequence[Run]) -> str:
-    """What solved the ODE blocks, per model: method, tolerances, gradient method, backend; then the paper's
-    solver (the sentence ends with " The paper used ...", which sections may cut off)."""
-    ode_runs = [r for r in runs if r.number("nfe_forward")]
+def solver_sentence(runs: Sequence[Run], paper: str) -> str:
+    """What solved the ODEs, per model with an ODE: method, tolerances, gradient method, backend; then ``paper``
+    (a cited sentence of :mod:`.paper` saying what the published experiment used)."""
+    ode_runs = [r for r in runs if has_ode(r)]
     if not ode_runs:
         return "No run integrated an ODE (no forward NFE recorded)."
     parts = []
     for model in distinct(r.model for r in ode_runs):
         same = [r for r in ode_runs if r.model == model]
         methods = describe_values((r.get("solver") for r in same), flag_differences=False)
+        step = distinct(r.get("step_size") for r in same)
+        step_text = f", step size {_value_range(step, 'g')}" if step else ""
         parts.append(f"{model}: `{methods}` rtol {_value_range((r.get('rtol') for r in same), '.0e')}, "
-                     f"atol {_value_range((r.get('atol') for r in same), '.0e')}, "
+                     f"atol {_value_range((r.get('atol') for r in same), '.0e')}{step_text}, "
                      f"gradient {describe_values((r.get('grad') for r in same), flag_differences=False)}, "
                      f"backend {describe_values((r.get('backend') for r in same), flag_differences=False)}")
-    return f"Solver actually used: {'; '.join(parts)}. The paper used {PAPER_SOLVER}."
+    return f"Solver actually used: {'; '.join(parts)}. {paper}"
+
+
+def seeds_sentence(runs: Sequence[Run], single_runs_in_paper: bool = False) -> str:
+    """How many runs, configurations (:mod:`.grouping`) and seeds per configuration the section reports."""
+    groups = group_by_configuration(runs)
+    per = distinct(len(g.runs) for g in groups)
+    seeds = describe_values((r.get("seed") for r in runs), flag_differences=False)
+    text = (f"Runs: {len(runs)} in {len(groups)} configuration{'s' if len(groups) != 1 else ''}, "
+            f"{describe_values(per, flag_differences=False)} seed{'s' if per != [1] else ''} each (seeds {seeds})")
+    return text + (" (the paper reports single runs)." if single_runs_in_paper else ".")
 
 
 def images_per_epoch(run: Run) -> int | None:
@@ -138,7 +151,6 @@ def classification_protocol(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
     facts.append(f"Data: {dataset}; {per_epoch} training images per epoch, {test} test images; batch size {batch}.")
     facts.append(f"Training: epochs {epochs}; initial learning rate {lr} (as used, after any batch-size scaling); "
                  f"devices {describe_values(r.get('device') for r in runs)}.")
-    facts.append(f"Seeds: {describe_values((r.get('seed') for r in runs), flag_differences=False)} "
-                 "(the paper reports single runs).")
+    facts.append(seeds_sentence(runs, single_runs_in_paper=True))
     deviations.append(f"Model selection: {TABLE1_PROTOCOL['selection']}.")
     return facts, deviations

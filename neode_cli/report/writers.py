@@ -3,7 +3,8 @@ per table (every number), one PNG per figure.
 
 Writes are deterministic (same report, same bytes); a file whose bytes are unchanged is left untouched. Files a previous report
 wrote into the same folder that this one does not write are removed (listed in ``.neode-report``); nothing else in
-the folder is touched.
+the folder is touched. :func:`previous_report` tells whether a folder already holds a report (and which), so that
+``neode compare`` can say it replaces one; a non-empty folder that holds no report is never written into.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from .assemble import Report
 from .base import Table
 
-__all__ = ["write_report", "to_markdown", "to_html", "to_csv", "MANIFEST"]
+__all__ = ["write_report", "previous_report", "NotAReportFolder", "to_markdown", "to_html", "to_csv", "MANIFEST"]
 
 #: File in the report folder listing what the last report wrote (so stale files can be removed).
 MANIFEST = ".neode-report"
@@ -117,10 +118,10 @@ def to_html(report: Report) -> str:
     """The report as one HTML page with inline CSS and the figures embedded (no external resources)."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(report.title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(report.title)}</h1>", "<ul>"]
-    out += [f"<li>{_inline(line)}</li>" for line in report.overview] + ["</ul>"]
+           f"<h1>{html.escape(report.title)}</h1>", '<section id="overview"><ul>']
+    out += [f"<li>{_inline(line)}</li>" for line in report.overview] + ["</ul></section>"]
     for part in report.parts:
-        out.append(f'<h2 id="{html.escape(part.name)}">{html.escape(part.title)}</h2>')
+        out.append(f'<section id="{html.escape(part.name)}"><h2>{html.escape(part.title)}</h2>')
         if part.error:
             out.append(f'<p class="error"><strong>This section could not be built:</strong> {html.escape(part.error)}</p>')
         out += [f"<p>{_inline(p)}</p>" for p in part.result.text]
@@ -135,14 +136,40 @@ def to_html(report: Report) -> str:
         if part.result.notes:
             out += ["<p><strong>Notes and deviations from the paper's protocol</strong></p>", "<ul>"]
             out += [f"<li>{_inline(n)}</li>" for n in part.result.notes] + ["</ul>"]
-    out += ["<h2>Runs</h2>", f"<h3>{html.escape(report.unfinished.title)}</h3>", _html_table(report.unfinished)]
+        out.append("</section>")
+    out += ['<section id="runs"><h2>Runs</h2>', f"<h3>{html.escape(report.unfinished.title)}</h3>",
+            _html_table(report.unfinished)]
     if report.unfinished.rows:
         out.append(f'<p class="caption">{_inline(report.unfinished.caption)}</p>')
     out += [f"<h3>{html.escape(report.run_list.title)}</h3>", _html_table(report.run_list),
-            f'<p class="caption">{_inline(report.run_list.caption)}</p>', "<h2>Problems with run records</h2>"]
+            f'<p class="caption">{_inline(report.run_list.caption)}</p>', "</section>",
+            '<section id="problems"><h2>Problems with run records</h2>']
     out += (["<ul>"] + [f"<li>{_inline(p)}</li>" for p in report.problems] + ["</ul>"]) if report.problems else ["<p>None.</p>"]
+    out.append("</section>")
     out += ["</body></html>"]
     return "\n".join(out) + "\n"
+
+
+class NotAReportFolder(ValueError):
+    """The output folder exists, is not empty and holds no report: writing there could mix or clobber files."""
+
+
+def _manifest_names(manifest: Path) -> list[str]:
+    return [line for line in manifest.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def previous_report(out: str | Path) -> str | None:
+    """The title of the report folder ``out`` already holds (``""`` when its manifest names none), or None when it
+    holds no report. Raises :class:`NotAReportFolder` for an existing non-empty folder without a report."""
+    out = Path(out)
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        titles = [line[len("# title: "):] for line in manifest.read_text().splitlines() if line.startswith("# title: ")]
+        return titles[0] if titles else ""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NotAReportFolder(f"{out} exists and holds no neode report (no {MANIFEST}); pass out=<a new or empty "
+                               f"folder>, or delete {out} first")
+    return None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -163,11 +190,12 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
             files[f"{figure.name}.png"] = figure.png
     manifest = out / MANIFEST
     if manifest.exists():
-        for name in manifest.read_text().split():
+        for name in _manifest_names(manifest):
             stale = out / name
             if name not in files and "/" not in name and stale.is_file():
                 stale.unlink()
     for name, data in files.items():
         _write(out / name, data)
-    _write(manifest, ("\n".join(sorted(files)) + "\n").encode())
+    title = " ".join(report.title.split())
+    _write(manifest, (f"# title: {title}\n" + "\n".join(sorted(files)) + "\n").encode())
     return [out / name for name in files]

@@ -63,12 +63,14 @@ class _FlowFigures:
         values = [model.log_prob(points[i:i + chunk], fraction=fraction).exp() for i in range(0, len(points), chunk)]
         return torch.cat(values).reshape(self.grid_size, self.grid_size).cpu().numpy()
 
-    def _imshow(self, ax, image: np.ndarray, title: str) -> None:
+    def _imshow(self, ax, image: np.ndarray, title: str, scale: str = "density") -> None:
+        """A density image on the plot square, with axes and a colour scale labelled ``scale``."""
         r = self.plot_range
-        ax.imshow(image, origin="lower", extent=(-r, r, -r, r), cmap="viridis", aspect="equal")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        shown = ax.imshow(image, origin="lower", extent=(-r, r, -r, r), cmap="viridis", aspect="equal")
+        bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        bar.set_label(scale, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        self._axes(ax, title)
 
     def _scatter(self, ax, points: np.ndarray, title: str) -> None:
         r = self.plot_range
@@ -76,12 +78,17 @@ class _FlowFigures:
         ax.set_xlim(-r, r)
         ax.set_ylim(-r, r)
         ax.set_aspect("equal")
+        self._axes(ax, title)
+
+    @staticmethod
+    def _axes(ax, title: str) -> None:
         ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_xlabel("z1", fontsize=8, labelpad=1)
+        ax.set_ylabel("z2", fontsize=8, labelpad=1)
+        ax.tick_params(labelsize=7)
 
     def draw(self, model, target_image: np.ndarray, target_title: str, run_dir: Path, writer: Any,
-             epoch: int) -> list[Path]:
+             epoch: int, target_scale: str = "density") -> list[Path]:
         """Write ``figures/density.png`` and ``figures/snapshots.png`` (and to TensorBoard); return the paths."""
         from matplotlib.figure import Figure  # no pyplot: no global backend state in a library
 
@@ -100,18 +107,18 @@ class _FlowFigures:
 
         out_dir = Path(run_dir) / "figures"
         out_dir.mkdir(parents=True, exist_ok=True)
-        density_fig = Figure(figsize=(9, 3.2))
+        density_fig = Figure(figsize=(10.5, 3.4))
         axes = density_fig.subplots(1, 3)
-        self._imshow(axes[0], target_image, target_title)
-        self._imshow(axes[1], densities[-1], "model density")
+        self._imshow(axes[0], target_image, target_title, target_scale)
+        self._imshow(axes[1], densities[-1], "model density q(z)")
         self._scatter(axes[2], states[-1], "model samples")
         density_fig.tight_layout()
 
-        snap_fig = Figure(figsize=(2.2 * len(SNAPSHOT_FRACTIONS), 4.4))
+        snap_fig = Figure(figsize=(2.6 * len(SNAPSHOT_FRACTIONS), 5.0))
         snap_axes = snap_fig.subplots(2, len(SNAPSHOT_FRACTIONS))
         for j, f in enumerate(SNAPSHOT_FRACTIONS):
             self._scatter(snap_axes[0, j], states[j], f"samples, {f:.0%} of the flow")
-            self._imshow(snap_axes[1, j], densities[j], f"density, {f:.0%}")
+            self._imshow(snap_axes[1, j], densities[j], f"density, {f:.0%} of the flow")
         snap_fig.tight_layout()
 
         paths = []
@@ -164,7 +171,7 @@ class ToyDensityTask(Task):
         r, g = self.figures.plot_range, self.figures.grid_size
         hist, _, _ = np.histogram2d(self.test_x[:, 1].cpu().numpy(), self.test_x[:, 0].cpu().numpy(),
                                     bins=g, range=[[-r, r], [-r, r]])
-        self.figures.draw(model, hist, f"data ({self.dataset})", run_dir, writer, epoch)
+        self.figures.draw(model, hist, f"test data ({self.dataset})", run_dir, writer, epoch, "points per cell")
 
 
 class DensityMatchingTask(Task):
@@ -212,7 +219,8 @@ class DensityMatchingTask(Task):
         _, points = self.figures.grid(self.device)
         with torch.no_grad():
             target = torch.exp(-self.energy(points)).reshape(self.figures.grid_size, -1).cpu().numpy()
-        self.figures.draw(model, target, f"target exp(-{self.target.upper()})", run_dir, writer, epoch)
+        self.figures.draw(model, target, f"target exp(-{self.target.upper()})", run_dir, writer, epoch,
+                          "unnormalised density")
 
 
 def build_toy_task(name: str = "circles", batch_size: int = 512, batches_per_epoch: int = 63, n_test: int = 5000,
