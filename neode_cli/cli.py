@@ -8,11 +8,12 @@ as in any Hydra app.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["main", "find_config_dir", "COMMANDS"]
+__all__ = ["main", "find_config_dir", "resume_command", "COMMANDS"]
 
 #: command -> (primary config name, one-line description)
 COMMANDS = {
@@ -61,6 +62,26 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def resume_command(argv: Sequence[str], multirun: bool, run_dir: str, sweep_dir: str | None = None) -> str:
+    """The command that continues a run: ``argv`` (``neode train`` and its arguments) without an earlier
+    ``trainer.resume``/folder override, plus ``trainer.resume=true`` and the run folder (``-m``: the sweep
+    folder, so the whole sweep is rerun: finished jobs are skipped)."""
+    drop = ("trainer.resume=", "hydra.run.dir=", "hydra.sweep.dir=")
+    args = [a for a in argv if not a.startswith(drop)]
+    folder = f"hydra.sweep.dir={sweep_dir}" if multirun else f"hydra.run.dir={run_dir}"
+    return shlex.join(["neode", "train", *args, "trainer.resume=true", folder])
+
+
+def _hydra_files(cfg) -> dict[str, str]:
+    """What Hydra's own ``.hydra/`` would hold (``hydra.output_subdir`` is null: the run writes it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hydra_root = HydraConfig.instance().cfg
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(hydra_root),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_root.hydra.overrides.task)}
+
+
 def _train_job(cfg) -> dict | None:
     """The Hydra task of ``neode train``: one run in Hydra's output folder."""
     from hydra.core.hydra_config import HydraConfig
@@ -69,11 +90,13 @@ def _train_job(cfg) -> dict | None:
 
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
+    output_dir = hydra_cfg.runtime.output_dir
+    command = resume_command(sys.argv[1:], multirun, output_dir, hydra_cfg.sweep.dir if multirun else None)
     try:
-        return train(cfg, hydra_cfg.runtime.output_dir, dict(hydra_cfg.runtime.choices),
-                     start_if_nothing_to_resume=multirun)
+        return train(cfg, output_dir, dict(hydra_cfg.runtime.choices), start_if_nothing_to_resume=multirun,
+                     resume_command=command, hydra_files=_hydra_files(cfg))
     except RunError as exc:
-        if multirun and exc.exit_code != 130:  # Ctrl-C stops the whole sweep
+        if multirun and not exc.interrupted:  # a signal stops the whole sweep
             # A sweep records the failed cell and goes on to the next job.
             _FAILED_JOBS.append(hydra_cfg.runtime.output_dir)
             print(f"neode: error: job {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {exc}", file=sys.stderr)
@@ -87,7 +110,12 @@ def _compare_job(cfg):
         from .report import compare
     except ImportError as exc:
         _error(f"neode compare is not available in this installation ({exc})", 1)
-    return compare.main(cfg)
+    try:
+        return compare.main(cfg)
+    except OSError as exc:  # a report folder that cannot be written: read-only, a file in the way, disk full
+        if exc.errno is None:
+            raise
+        _error(f"cannot write the report: {exc.filename or 'a file of the report'}: {exc.strerror or exc}", 2)
 
 
 def check_group_choices(config_dir: Path, args: Sequence[str], prog: str = "neode train") -> None:
@@ -194,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see neode --help)", 2)
     _FAILED_JOBS.clear()
     job = {"train": _train_job, "compare": _compare_job}[command]
-    _run_hydra(COMMANDS[command][0], job, rest, f"neode {command}")
+    try:
+        _run_hydra(COMMANDS[command][0], job, rest, f"neode {command}")
+    except KeyboardInterrupt:  # Ctrl-C before the run took over the signals (imports, Hydra's compose, ...)
+        _error(f"interrupted during start-up of neode {command}; nothing was run", 130)
     if _FAILED_JOBS:
         _error(f"{len(_FAILED_JOBS)} run(s) of the sweep failed; their metrics.json say why: {', '.join(_FAILED_JOBS)}", 1)
 

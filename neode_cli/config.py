@@ -113,7 +113,9 @@ class TrainerSchema:
     device: str = "auto"  # auto | cpu | cuda
     threads: Optional[int] = None  # CPU threads for torch (null: torch's default, one per core)
     resume: bool = False  # continue the run in hydra.run.dir from its last checkpoint
-    checkpoint: bool = True  # write checkpoint.pt after every epoch
+    checkpoint: bool = True  # write checkpoint.pt after every epoch (and periodically, and on a stop signal)
+    checkpoint_every_minutes: Optional[float] = 10.0  # also mid-epoch, after the batch that passes this; null: off
+    checkpoint_every_n_batches: Optional[int] = None  # also mid-epoch, every n optimizer steps; null: off
     progress: bool = True  # tqdm progress bar per epoch
     figures_every_n_epochs: int = 0  # task.log_figures every n epochs (0: only at the end)
 

@@ -4,8 +4,15 @@ A run folder (Hydra's output dir) holds
 - ``metrics.jsonl``: one JSON object per finished epoch (appended);
 - ``metrics.json``: the flat summary ``neode compare`` reads (rewritten atomically; ``status`` is
   ``running`` while training, then ``completed``, ``failed`` or ``interrupted``);
-- ``checkpoint.pt``: model, optimizer, scheduler, RNG states and counters after the last finished epoch
-  (written to a temporary file, then renamed, so a crash never leaves a half-written checkpoint).
+- ``checkpoint.pt``: the training state (:mod:`neode_cli.checkpoint`), after the last finished epoch or
+  mid-epoch (periodic or on a stop signal);
+- ``run.lock``: the folder's lock (:mod:`neode_cli.run_lock`);
+- ``.hydra/``: the composed config, Hydra's config and the overrides (written by the run, see
+  :meth:`RunRecord.write_hydra_files`, only once the run may use the folder).
+
+Every file is replaced atomically (temporary file, fsync, rename), so a crash or a full disk never leaves a
+half-written file; a temporary file left by a killed writer is removed by :meth:`RunRecord.remove_stray_temporaries`.
+Files get the usual permissions (``0666`` less the umask), not ``mkstemp``'s ``0600``.
 """
 
 from __future__ import annotations
@@ -20,11 +27,26 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["RunRecord", "write_json_atomic", "read_jsonl", "to_jsonable"]
+from .checkpoint import load, to_bytes
+
+__all__ = ["RunRecord", "write_json_atomic", "write_bytes_atomic", "read_jsonl", "to_jsonable", "file_mode"]
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_JSON = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
+HYDRA_DIR = ".hydra"
+_TEMP_SUFFIX = ".tmp"
+
+
+def _before_write(path: Path) -> None:
+    """Called before every file this module writes; tests replace it to inject faults (ENOSPC, EACCES)."""
+
+
+def file_mode() -> int:
+    """Mode of a new file: ``0o666`` less the process's umask (what ``open()`` would give)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def to_jsonable(value: Any) -> Any:
@@ -53,22 +75,40 @@ def to_jsonable(value: Any) -> Any:
 def _replace_atomically(path: Path, write) -> None:
     """Write through ``write(file)`` into a temporary file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        _before_write(path)
+    except OSError as exc:
+        raise _at(exc, path) if exc.filename is None else exc
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise _at(exc, path) from exc  # name the file the user knows, not the temporary one
         raise
+
+
+def _at(exc: OSError, path: Path) -> OSError:
+    """``exc`` as an OSError of the same kind naming ``path``."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` (made JSON-safe) to ``path`` atomically, indented, keys in insertion order."""
     data = json.dumps(to_jsonable(obj), indent=2).encode() + b"\n"
+    _replace_atomically(Path(path), lambda f: f.write(data))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically."""
     _replace_atomically(Path(path), lambda f: f.write(data))
 
 
@@ -97,12 +137,21 @@ class RunRecord:
         self.checkpoint_path = self.run_dir / CHECKPOINT
 
     def append_epoch(self, row: dict) -> None:
-        """Append one epoch's metrics as a line of ``metrics.jsonl``."""
+        """Append one epoch's metrics as a line of ``metrics.jsonl``; if the write fails (a full disk) the file
+        is cut back to what it held, so no torn line is left behind, and the OSError propagates."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.epochs_path, "a") as f:
-            f.write(json.dumps(to_jsonable(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        data = (json.dumps(to_jsonable(row)) + "\n").encode()
+        with open(self.epochs_path, "ab") as f:
+            size = f.tell()
+            try:
+                _before_write(self.epochs_path)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise (_at(exc, self.epochs_path) if exc.filename is None else exc) from exc
 
     def epochs(self) -> list[dict]:
         """The rows of ``metrics.jsonl`` in order."""
@@ -112,6 +161,37 @@ class RunRecord:
         """Rewrite ``metrics.jsonl`` (atomically) to hold exactly ``rows`` (used on resume)."""
         data = "".join(json.dumps(to_jsonable(r)) + "\n" for r in rows).encode()
         _replace_atomically(self.epochs_path, lambda f: f.write(data))
+
+    def repair_epochs(self) -> int:
+        """Drop a torn (unparsable) tail of ``metrics.jsonl``, left by a crash mid-write; return how many lines
+        were dropped (0: the file was whole and is left untouched)."""
+        if not self.epochs_path.exists():
+            return 0
+        lines = [line for line in self.epochs_path.read_bytes().decode(errors="replace").splitlines() if line.strip()]
+        rows = read_jsonl(self.epochs_path)
+        if len(rows) == len(lines):
+            return 0
+        self.keep_epochs(rows)
+        return len(lines) - len(rows)
+
+    def remove_stray_temporaries(self) -> list[Path]:
+        """Remove temporary files left by a writer that was killed mid-write (call only while holding the
+        folder's lock); return the removed paths."""
+        removed = []
+        for folder in (self.run_dir, self.run_dir / HYDRA_DIR):
+            for path in folder.glob(f".*{_TEMP_SUFFIX}") if folder.is_dir() else ():
+                if any(path.name.startswith(f".{name}.") for name in (METRICS_JSON, METRICS_JSONL, CHECKPOINT,
+                                                                     "config.yaml", "hydra.yaml", "overrides.yaml")):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                        removed.append(path)
+        return removed
+
+    def write_hydra_files(self, files: dict[str, str]) -> None:
+        """Write ``.hydra/<name>`` for each ``name: text`` (Hydra's ``config.yaml``, ``hydra.yaml``,
+        ``overrides.yaml``), each atomically."""
+        for name, text in files.items():
+            write_bytes_atomic(self.run_dir / HYDRA_DIR / name, text.encode())
 
     def write_summary(self, summary: dict) -> None:
         """Write ``metrics.json`` atomically."""
@@ -124,13 +204,16 @@ class RunRecord:
         return json.loads(self.summary_path.read_text())
 
     def save_checkpoint(self, state: dict) -> None:
-        """Write ``checkpoint.pt`` atomically (temporary file + rename)."""
-        _replace_atomically(self.checkpoint_path, lambda f: torch.save(state, f))
+        """Write ``checkpoint.pt`` atomically (temporary file + fsync + rename): a kill or a full disk during
+        the write leaves the previous checkpoint as it was."""
+        data = to_bytes(state)  # serialised first: a full disk is then a plain OSError of the write
+        _replace_atomically(self.checkpoint_path, lambda f: f.write(data))
 
     def has_checkpoint(self) -> bool:
         """Whether ``checkpoint.pt`` exists."""
         return self.checkpoint_path.exists()
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
-        """The state saved by :meth:`save_checkpoint` (it holds RNG states, so it is not weights-only)."""
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+    def load_checkpoint(self) -> dict:
+        """The state saved by :meth:`save_checkpoint`, on the CPU (it holds RNG states, so it is not
+        weights-only); :class:`neode_cli.checkpoint.CheckpointError` when it cannot be read."""
+        return load(self.checkpoint_path)

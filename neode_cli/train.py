@@ -7,15 +7,18 @@ never branches on model or task names.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import inspect
+import itertools
 import logging
 import math
+import os
 import platform
 import random
 import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,10 +33,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import __version__
+from .checkpoint import (CheckpointError, LoopPosition, PartialEpoch, capture, config_differences, restore,
+                         result_changing, rng_states, set_rng_states)
 from .config import ConfigError, validate
 from .integrator import Integrator
 from .measure import PeakMemory, Stopwatch, count_parameters
 from .ode import SolverError, collect_stats
+from .interrupts import Interrupted, StopSignals, exit_code, signal_name
+from .run_lock import RunLock, RunLocked
 from .runs import RunRecord
 from .tensorboard_log import open_writer, write_hparams
 
@@ -46,11 +53,17 @@ MB = 1024.0 * 1024.0
 
 class RunError(Exception):
     """A run that could not start or finish. ``str()`` is the one line shown to the user; ``exit_code`` the
-    process's exit status (2: bad config, 1: failed, 130: interrupted)."""
+    process's exit status (2: bad config or filesystem fault, 1: failed, 128 + signal number: stopped by a
+    signal, so 130 for SIGINT and 143 for SIGTERM; see :mod:`neode_cli.interrupts`)."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal stopped the run (a sweep then stops too)."""
+        return self.exit_code >= 128
 
 
 # ------------------------------------------------------------------------------------------ building blocks
@@ -70,23 +83,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def rng_states() -> dict[str, Any]:
-    """Every random generator's state, for checkpoints (restored by :func:`set_rng_states`)."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore generator states saved by :func:`rng_states`."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def build_integrator(solver: Any, grad: Any) -> Integrator:
@@ -153,43 +149,34 @@ def _one_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-class _StopRequest:
-    """Ctrl-C during training: the first one lets the current batch finish, then the run stops as
-    ``interrupted`` (a KeyboardInterrupt raised inside autograd or a ``__del__`` could otherwise be swallowed);
-    a second one raises at once."""
+class _Stopped(Exception):
+    """The loop saved its state after a stop signal and ends the run (``signum``: the signal)."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def check(self) -> None:
-        """Raise KeyboardInterrupt if Ctrl-C was pressed (called between batches)."""
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
 
 
 @dataclass
-class _Progress:
-    """Counters that a checkpoint carries so a resumed run continues exactly."""
+class _Plan:
+    """What :func:`_plan_run` decided for a folder: continue from ``state``, start (over), or nothing to do."""
 
-    epoch: int = 0  # epochs finished
-    global_step: int = 0  # optimizer steps taken
-    train_time_s: float = 0.0  # sum of the epochs' training time
-    rows: list = field(default_factory=list)  # metrics.jsonl rows so far
+    state: dict | None = None  # checkpoint to continue from
+    previous: dict | None = None  # metrics.json as found
+    done: bool = False  # already completed to max_epochs: left as it is
+    changed: dict = field(default_factory=dict)  # config keys that differ from the checkpoint's (allowed ones)
+
+
+@dataclass
+class _Built:
+    """What a run trains: the task, model, optimizer, schedule and memory meter on the chosen device."""
+
+    task: Any
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    meter: PeakMemory
+    device: torch.device
 
 
 def _summary_head(cfg: DictConfig, choices: dict) -> dict[str, Any]:
@@ -207,43 +194,161 @@ def _summary_head(cfg: DictConfig, choices: dict) -> dict[str, Any]:
     }
 
 
+def _filesystem_fault(exc: BaseException) -> str | None:
+    """``<path>: <OS reason>`` for an OSError that is a filesystem fault (full disk, permissions, a file where
+    a folder belongs, ...); None for anything else (a missing data file keeps its own message)."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno is not None:
+        where = exc.filename if exc.filename is not None else "a file of the run"
+        return f"{where}: {exc.strerror or os.strerror(exc.errno)}"
+    return None
+
+
+def _take_folder(run_dir: Path) -> RunLock:
+    """Create ``run_dir`` and lock it (:mod:`neode_cli.run_lock`); :class:`RunError` (exit 2) when it cannot."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return RunLock(run_dir).acquire()
+    except RunLocked as exc:
+        raise RunError(str(exc), 2) from None
+    except OSError as exc:
+        raise RunError(f"cannot use run folder {run_dir}: {_filesystem_fault(exc) or _one_line(exc)}", 2) from None
+
+
+def _has_run(record: RunRecord) -> bool:
+    """Whether the folder holds traces of a run (its record or its config), with or without a checkpoint."""
+    return (record.summary_path.exists() or record.epochs_path.exists() or record.has_checkpoint()
+            or (record.run_dir / ".hydra" / "config.yaml").exists())
+
+
+def _read_previous(record: RunRecord) -> dict | None:
+    """``metrics.json`` as found, or None when absent or unreadable (the checkpoint is what counts)."""
+    try:
+        return record.read_summary()
+    except (OSError, ValueError):
+        return None
+
+
+def _plan_run(cfg: DictConfig, record: RunRecord, start_if_nothing_to_resume: bool) -> _Plan:
+    """Step 1: decide from the folder's contents and ``trainer.resume`` what this run does; writes nothing.
+
+    Refusals (:class:`RunError`, exit 2): a folder holding a run without ``trainer.resume=true``; a resume with
+    no run to resume; a checkpoint that cannot be read; a config that differs in a key that changes the result.
+    """
+    run_dir = record.run_dir
+    previous = _read_previous(record)
+    if not cfg.trainer.resume:
+        if _has_run(record):
+            raise RunError(f"run folder {run_dir} already holds a run; continue it with trainer.resume=true (a run "
+                           "that saved no checkpoint starts over), or choose another hydra.run.dir", 2)
+        return _Plan()
+    if previous and previous.get("status") == "completed" and previous.get("epochs", 0) >= cfg.trainer.max_epochs:
+        log.info("%s already completed %d epochs; nothing to resume", run_dir, previous["epochs"])
+        return _Plan(previous=previous, done=True)
+    if not record.has_checkpoint():
+        if _has_run(record) or start_if_nothing_to_resume:
+            log.info("%s saved no checkpoint: starting the run over in it", run_dir)
+            return _Plan(previous=previous)
+        raise RunError(f"trainer.resume=true but {run_dir} holds no checkpoint.pt and no run record; "
+                       "pass hydra.run.dir=<the run folder to continue>", 2)
+    try:
+        state = record.load_checkpoint()
+    except CheckpointError as exc:
+        raise RunError(f"{exc}; nothing was changed: restore the file, or move the folder away and start anew", 2) from None
+    saved = state.get("config") or (previous or {}).get("config") or {}
+    differences = config_differences(saved, OmegaConf.to_container(cfg, resolve=True)) if saved else {}
+    refused = result_changing(differences)
+    if refused:
+        raise RunError(f"cannot resume {run_dir}: {', '.join(refused)} differ{'s' if len(refused) == 1 else ''} from "
+                       "the checkpoint's config, and that changes what is trained (only trainer.max_epochs, device, "
+                       "threads, progress, checkpoint intervals and logger.* may change); drop those overrides or "
+                       "start a new run in another hydra.run.dir", 2)
+    changed = {k: list(v) for k, v in differences.items() if k != "trainer.resume"}
+    return _Plan(state=state, previous=previous, changed=changed)
+
+
 def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
-          start_if_nothing_to_resume: bool = False) -> dict[str, Any]:
+          start_if_nothing_to_resume: bool = False, resume_command: str | None = None,
+          hydra_files: dict[str, str] | None = None) -> dict[str, Any]:
     """Train per ``cfg`` in ``run_dir``, writing the run record; return the final ``metrics.json`` dict.
 
-    ``choices`` are the config-group options picked (Hydra's ``runtime.choices``), recorded as ``model``,
-    ``data``, ``experiment`` and ``budget``. With ``trainer.resume=true`` the run continues from
-    ``run_dir/checkpoint.pt``; a run already completed to ``trainer.max_epochs`` is left as it is; with no
-    checkpoint it is an error, unless ``start_if_nothing_to_resume`` (a sweep rerun with resume: jobs that
-    never got far start afresh). Raises :class:`RunError` (one-line message) when the run cannot start or
-    fails; ``metrics.json`` then says ``failed`` (or ``interrupted``) with the reason, and the last
-    checkpoint is kept.
+    Steps: take the folder (create, lock) -> plan (fresh, resume or nothing to do) -> build (task, model,
+    optimizer) -> restore (a resume) -> open the record -> epochs -> finish. ``choices`` are the config-group
+    options picked (Hydra's ``runtime.choices``), recorded as ``model``, ``data``, ``experiment`` and
+    ``budget``. ``resume_command`` is the command that continues this run (printed when it stops);
+    ``hydra_files`` (``name: text``) are written to ``.hydra/`` once the folder may be used.
+
+    With ``trainer.resume=true`` the run continues from ``checkpoint.pt`` (mid-epoch included); a run already
+    completed to ``trainer.max_epochs`` is left as it is; a folder whose run saved no checkpoint is started
+    over; with no run in the folder it is an error, unless ``start_if_nothing_to_resume`` (a sweep rerun).
+    A resume that cannot start (unreadable or mismatched checkpoint, a config that differs where it matters,
+    a build failure) changes nothing on disk.
+
+    Raises :class:`RunError` (one-line message) when the run cannot start, fails or is stopped by a signal;
+    ``metrics.json`` then says ``failed`` (or ``interrupted``) with the reason, and the last checkpoint is kept.
     """
     run_dir = Path(run_dir)
-    record = RunRecord(run_dir)
-    choices = dict(choices or {})
-    resume = bool(cfg.trainer.resume)
-    if resume:
-        previous = record.read_summary()
-        if previous and previous.get("status") == "completed" and previous.get("epochs", 0) >= cfg.trainer.max_epochs:
-            log.info("%s already completed %d epochs; nothing to resume", run_dir, previous["epochs"])
-            return previous
-        if not record.has_checkpoint():
-            if not start_if_nothing_to_resume:
-                raise RunError(f"trainer.resume=true but {run_dir} holds no checkpoint.pt; pass hydra.run.dir=<the run folder to continue>", 2)
-            resume = False  # nothing saved: this job starts from scratch
-    elif record.has_checkpoint() or record.summary_path.exists():
-        raise RunError(f"run folder {run_dir} already holds a run; continue it with trainer.resume=true or choose another hydra.run.dir", 2)
+    command = resume_command or f"the same command plus trainer.resume=true hydra.run.dir={run_dir}"
+    with StopSignals() as stop:
+        try:
+            lock = _take_folder(run_dir)
+        except Interrupted as exc:
+            raise RunError("interrupted during start-up; nothing was changed", exit_code(exc.signum)) from None
+        try:
+            record = RunRecord(run_dir)
+            record.remove_stray_temporaries()
+            plan = _plan_run(cfg, record, start_if_nothing_to_resume)
+            if plan.done:
+                return plan.previous
+            return _Run(cfg, record, dict(choices or {}), command, stop).execute(plan, hydra_files)
+        except Interrupted as exc:
+            raise RunError("interrupted during start-up; nothing was changed", exit_code(exc.signum)) from None
+        finally:
+            lock.release()
 
-    summary = _summary_head(cfg, choices)
-    summary.update(device=None, peak_memory_kind=None, started_at=_dt.datetime.now().isoformat(timespec="seconds"),
-                   finished_at=None, run_dir=str(run_dir), versions=versions(),
-                   config=OmegaConf.to_container(cfg, resolve=True))
-    progress = _Progress()
-    writer = None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stop = _StopRequest()
-    try:
+
+class _Run:
+    """One run in a locked folder: the steps after planning (build, restore, record, epochs, finish)."""
+
+    def __init__(self, cfg: DictConfig, record: RunRecord, choices: dict, resume_command: str,
+                 stop: StopSignals) -> None:
+        self.cfg, self.record, self.run_dir, self.stop = cfg, record, record.run_dir, stop
+        self.resume_command = resume_command
+        self.position = LoopPosition()
+        self.rows: list[dict] = []
+        self.pending_rng: dict | None = None  # the checkpoint's RNG states, applied where the loop resumes
+        self.saved: LoopPosition | None = None  # the position of the last checkpoint on disk
+        self.writer = None
+        self.summary = _summary_head(cfg, choices)
+        self.summary.update(device=None, peak_memory_kind=None,
+                            started_at=_dt.datetime.now().isoformat(timespec="seconds"), finished_at=None,
+                            run_dir=str(record.run_dir), versions=versions(),
+                            config=OmegaConf.to_container(cfg, resolve=True))
+        self._since_save = (time.monotonic(), 0)  # (clock, batches) at the last checkpoint
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def execute(self, plan: _Plan, hydra_files: dict[str, str] | None) -> dict[str, Any]:
+        """Build, restore (a resume), open the record, train, finish; see :func:`train`."""
+        if plan.state is not None:
+            # A resume changes nothing on disk until the checkpoint is loaded into what was built.
+            try:
+                built = self.build()
+                self.restore(built, plan)
+            except RunError:
+                raise
+            except CheckpointError as exc:
+                raise RunError(f"{exc}; nothing was changed", 2) from None
+            except Exception as exc:  # noqa: BLE001
+                fault = _filesystem_fault(exc)
+                code = 2 if fault or isinstance(exc, ConfigError) else 1
+                raise RunError(f"cannot resume {self.run_dir}: {fault or _one_line(exc)}; nothing was changed", code) from None
+            return self._supervised(lambda: self.open_record(hydra_files, plan), lambda: self.train_and_finish(built))
+        return self._supervised(lambda: self.open_record(hydra_files, plan),
+                                lambda: self.train_and_finish(self.build()))
+
+    def build(self) -> _Built:
+        """Validate the config, pick the device, seed, and build task, model, optimizer and schedule."""
+        cfg, summary = self.cfg, self.summary
         validate(cfg)
         device = resolve_device(cfg.trainer.device)
         summary["device"] = str(device)
@@ -262,164 +367,293 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
         summary["lr"] = optimizer.param_groups[0]["lr"]
         meter = PeakMemory(device)
         summary["peak_memory_kind"] = meter.kind
+        return _Built(task, model, optimizer, scheduler, meter, device)
 
-        if resume:
-            # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimizer state.
-            state = record.load_checkpoint(map_location="cpu")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            set_rng_states(state["rng"])
-            progress = _Progress(state["epoch"], state["global_step"], state["train_time_s"],
-                                 [r for r in record.epochs() if r["epoch"] <= state["epoch"]])
-            record.keep_epochs(progress.rows)  # epochs logged after the checkpoint will be run again
-            log.info("resuming %s after epoch %d", run_dir, progress.epoch)
+    def restore(self, built: _Built, plan: _Plan) -> None:
+        """Load the checkpoint into ``built``; the rows of the epochs it covers become this run's rows."""
+        self.position = restore(plan.state, self.record.checkpoint_path, built.model, built.optimizer,
+                                built.scheduler, self.summary["model"])
+        self.saved = dataclasses.replace(self.position)
+        self.pending_rng = plan.state["rng"]
+        # On the CPU the RNG states stay CPU tensors; load_state_dict moved weights and optimizer state.
+        position = self.position
+        self.rows = [r for r in self.record.epochs() if r.get("epoch", 0) <= position.epoch]
+        resumed = list((plan.previous or {}).get("resumed") or [])
+        resumed.append({"epoch": position.epoch + 1, "batch": position.batch,
+                        "at": _dt.datetime.now().isoformat(timespec="seconds"), "changed": plan.changed})
+        self.summary["resumed"] = resumed
+
+    def open_record(self, hydra_files: dict[str, str] | None, plan: _Plan) -> None:
+        """Write ``.hydra/``, bring ``metrics.jsonl`` to the restored epochs, open TensorBoard, write the
+        ``running`` summary: the first writes of a run into its folder."""
+        record = self.record
+        if hydra_files:
+            record.write_hydra_files(hydra_files)
+        if plan.state is not None:
+            torn = record.repair_epochs()
+            if torn:
+                log.warning("%s: dropped %d torn line(s) at its end (a crash mid-write)", record.epochs_path, torn)
+            if len(self.rows) != len(record.epochs()):
+                record.keep_epochs(self.rows)  # epochs logged after the checkpoint will be run again
+            log.info("resuming %s at epoch %d, batch %d", self.run_dir, self.position.epoch + 1, self.position.batch)
+        elif record.epochs_path.exists():
+            record.keep_epochs([])  # starting over: the earlier attempt saved no checkpoint
+        self._update_summary()
+        record.write_summary(self.summary)
+
+    def train_and_finish(self, built: _Built) -> None:
+        """Open TensorBoard, run the epochs, draw the final figures and mark the run completed."""
+        cfg, summary = self.cfg, self.summary
         if cfg.logger.name == "tensorboard":
-            writer = open_writer(run_dir / "tb", purge_step=progress.global_step if resume else None)
-        log.info("run folder %s | device %s | %s parameters", run_dir, device, f"{summary['params']:,}")
-        _update_summary(summary, progress)
-        record.write_summary(summary)
-
-        for epoch in range(progress.epoch, cfg.trainer.max_epochs):
-            with stop:
-                row = _train_epoch(cfg, task, model, optimizer, meter, writer, progress, epoch, device, stop)
-                stop.check()
-            scheduler.step()
-            with collect_stats() as eval_stats:
-                eval_start = time.perf_counter()
-                model.eval()
-                with torch.no_grad():
-                    test = task.evaluate(model, cfg.trainer.limit_test_batches)
-                row["eval_time_s"] = time.perf_counter() - eval_start
-            row.update(test)
-            if eval_stats.solves and "test_nfe_forward" not in row:
-                row["test_nfe_forward"] = eval_stats.nfe_forward / eval_stats.solves  # mean per test solve
-            progress.epoch = epoch + 1
-            progress.train_time_s += row["epoch_time_s"]
-            progress.rows.append(row)
-            record.append_epoch(row)
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch" and isinstance(value, (int, float)):
-                        writer.add_scalar(f"{'test' if key.startswith('test_') else 'epoch'}/{key}", value, progress.epoch)
-            if cfg.trainer.checkpoint:
-                record.save_checkpoint({
-                    "epoch": progress.epoch, "global_step": progress.global_step,
-                    "train_time_s": progress.train_time_s, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_states(), "config": summary["config"],
-                })
-            _update_summary(summary, progress)
-            record.write_summary(summary)
-            every = cfg.trainer.figures_every_n_epochs
-            if every and progress.epoch % every == 0 and progress.epoch < cfg.trainer.max_epochs:
-                _log_figures(task, model, run_dir, writer, progress.epoch, summary)
-        _log_figures(task, model, run_dir, writer, progress.epoch, summary)
+            self.writer = open_writer(self.run_dir / "tb",
+                                      purge_step=self.position.global_step if self.saved else None)
+        log.info("run folder %s | device %s | %s parameters", self.run_dir, built.device, f"{summary['params']:,}")
+        self._update_summary()
+        self.record.write_summary(summary)
+        with self.stop.deferred():
+            while self.position.epoch < cfg.trainer.max_epochs:
+                row = self.train_epoch(built)
+                self.end_epoch(built, row)
+                if self.stop.requested:  # arrived during evaluation: the epoch's checkpoint is on disk
+                    raise _Stopped(self.stop.signum)
+            _log_figures(built.task, built.model, self.run_dir, self.writer, self.position.epoch, summary)
         summary["status"] = "completed"
-        tests = ", ".join(f"{k} {v:.4g}" for k, v in (progress.rows[-1] if progress.rows else {}).items()
+        tests = ", ".join(f"{k} {v:.4g}" for k, v in (self.rows[-1] if self.rows else {}).items()
                           if k.startswith("test_") and isinstance(v, (int, float)))
-        log.info("completed %d epochs: %s | run record: %s", progress.epoch, tests, record.summary_path)
-    except KeyboardInterrupt:
-        summary.update(status="interrupted", error=f"interrupted during epoch {progress.epoch + 1}")
-        if record.has_checkpoint():
-            hint = (f"epoch {progress.epoch} is saved: continue with the same command plus "
-                    f"trainer.resume=true hydra.run.dir={run_dir}")
+        log.info("completed %d epochs: %s | run record: %s", self.position.epoch, tests, self.record.summary_path)
+
+    # ------------------------------------------------------------------------------------------ epochs
+
+    def _draw_batches(self, task, epoch: int):
+        """The epoch's batches as an iterator positioned after the batches already done, with the RNG where
+        an uninterrupted run would have it; also the RNG states at the draw (saved by mid-epoch checkpoints)."""
+        position = self.position
+        if position.mid_epoch:
+            # Draw the epoch's order (and augmentation) again from the RNG states it was drawn with, skip
+            # the batches already trained on, then put the RNG where the checkpoint left it.
+            set_rng_states(position.epoch_rng)
+            epoch_rng = position.epoch_rng
+            batches = task.train_batches(epoch)
+            iterator = iter(batches)
+            for _ in itertools.islice(iterator, position.batch):  # skipped now, before the RNG is restored
+                pass
+            set_rng_states(self.pending_rng)
         else:
-            hint = "no checkpoint was saved yet"
-        raise RunError(f"interrupted during epoch {progress.epoch + 1}; {hint}", 130)
-    except Exception as exc:  # noqa: BLE001 - every failure ends as a record plus one line
-        message = _one_line(exc)
-        where = f"at epoch {progress.epoch + 1}: " if summary.get("params") is not None else ""
-        summary.update(status="failed", error=message)
-        (run_dir / "error.log").write_text(traceback.format_exc())
-        exit_code = 2 if isinstance(exc, ConfigError) else 1
-        kept = " (last checkpoint kept)" if record.has_checkpoint() else ""
-        raise RunError(f"{where}{message}{kept}", exit_code) from exc
-    finally:
-        summary["finished_at"] = _dt.datetime.now().isoformat(timespec="seconds")
-        _update_summary(summary, progress)
-        if summary["status"] == "running":
-            summary.update(status="failed", error=summary["error"] or "stopped")
-        record.write_summary(summary)
-        if writer is not None:
-            write_hparams(writer, summary, progress.global_step)
-            writer.close()
-    return summary
+            if self.pending_rng is not None:
+                set_rng_states(self.pending_rng)
+            epoch_rng = rng_states()
+            batches = task.train_batches(epoch)
+            iterator = iter(batches)
+        self.pending_rng = None
+        return batches, iterator, epoch_rng
 
-
-def _train_epoch(cfg, task, model, optimizer, meter: PeakMemory, writer, progress: _Progress, epoch: int,
-                 device: torch.device, stop: _StopRequest) -> dict[str, Any]:
-    """One epoch of optimizer steps; returns the epoch's row (means per batch) for ``metrics.jsonl``."""
-    model.train()
-    batches = task.train_batches(epoch)
-    total = len(batches) if hasattr(batches, "__len__") else None
-    limit = batch_limit(total, cfg.trainer.limit_train_batches)
-    forward_watch, backward_watch = Stopwatch(device), Stopwatch(device)
-    sums: dict[str, float] = {}
-    peak_bytes = 0
-    count = 0
-    every = max(1, cfg.logger.log_every_n_batches)
-    bar = tqdm(total=limit, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}", disable=not cfg.trainer.progress,
-               file=sys.stderr, dynamic_ncols=True, leave=True)
-    start = time.perf_counter()
-    try:
-        for index, batch in enumerate(batches):
-            if limit is not None and index >= limit:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            with collect_stats() as stats, meter.step():
-                with forward_watch:
-                    loss, metrics = task.training_loss(model, batch)
-                with backward_watch:
-                    loss.backward()
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise RunError(f"training loss became {loss_value} at batch {index + 1}; lower optim.lr or tighten the solver tolerance")
-            optimizer.step()
-            progress.global_step += 1
-            count += 1
-            peak_bytes = max(peak_bytes, meter.last_bytes)
-            values = {"loss": loss_value, **{k: float(v) for k, v in metrics.items()},
-                      "nfe_forward": stats.nfe_forward, "nfe_backward": stats.nfe_backward,
-                      "forward_time_s": forward_watch.seconds, "backward_time_s": backward_watch.seconds}
-            for key, value in values.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if writer is not None and progress.global_step % every == 0:
+    def train_epoch(self, built: _Built) -> dict[str, Any]:
+        """The optimizer steps of one epoch (from a mid-epoch position when resumed); returns its row (means
+        per batch) for ``metrics.jsonl``. After each batch it saves a checkpoint when one is due and stops
+        (:class:`_Stopped`) after saving when a stop signal arrived."""
+        cfg, position, task, model, optimizer, meter = (self.cfg, self.position, built.task, built.model,
+                                                        built.optimizer, built.meter)
+        epoch = position.epoch
+        model.train()
+        batches, iterator, epoch_rng = self._draw_batches(task, epoch)
+        position.epoch_rng = epoch_rng
+        total = len(batches) if hasattr(batches, "__len__") else None
+        limit = batch_limit(total, cfg.trainer.limit_train_batches)
+        partial = position.partial if position.mid_epoch and position.partial else PartialEpoch()
+        position.partial = partial
+        forward_watch, backward_watch = Stopwatch(built.device), Stopwatch(built.device)
+        every = max(1, cfg.logger.log_every_n_batches)
+        bar = tqdm(total=limit, initial=position.batch, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
+                   disable=not cfg.trainer.progress, file=sys.stderr, dynamic_ncols=True, leave=True)
+        start, elapsed_before = time.perf_counter(), partial.elapsed_s
+        try:
+            for index, batch in enumerate(iterator, start=position.batch):
+                if limit is not None and index >= limit:
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                with collect_stats() as stats, meter.step():
+                    with forward_watch:
+                        loss, metrics = task.training_loss(model, batch)
+                    with backward_watch:
+                        loss.backward()
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise RunError(f"training loss became {loss_value} at batch {index + 1}; lower optim.lr or "
+                                   "tighten the solver tolerance")
+                optimizer.step()
+                position.global_step += 1
+                position.batch = index + 1
+                partial.peak_bytes = max(partial.peak_bytes, meter.last_bytes)
+                values = {"loss": loss_value, **{k: float(v) for k, v in metrics.items()},
+                          "nfe_forward": stats.nfe_forward, "nfe_backward": stats.nfe_backward,
+                          "forward_time_s": forward_watch.seconds, "backward_time_s": backward_watch.seconds}
                 for key, value in values.items():
-                    writer.add_scalar(f"train/{key}", value, progress.global_step)
-            postfix = {"loss": f"{loss_value:.4f}"}
-            if "accuracy" in metrics:
-                postfix["acc"] = f"{float(metrics['accuracy']):.3f}"
-            postfix["nfe"] = f"{stats.nfe_forward}/{stats.nfe_backward}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-            stop.check()
-    finally:
-        bar.close()
-    epoch_time = time.perf_counter() - start
-    if count == 0:
-        raise RunError(f"epoch {epoch + 1} had no training batches; check the data and trainer.limit_train_batches")
-    means = {k: v / count for k, v in sums.items()}
-    row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": means.pop("loss")}
-    for key in ("nfe_forward", "nfe_backward", "forward_time_s", "backward_time_s"):
-        row[key] = means.pop(key)
-    row.update({f"train_{k}": v for k, v in means.items()})
-    row.update(batches=count, peak_memory_mb=peak_bytes / MB, epoch_time_s=epoch_time,
-               lr=optimizer.param_groups[0]["lr"])
-    return row
+                    partial.sums[key] = partial.sums.get(key, 0.0) + value
+                if self.writer is not None and position.global_step % every == 0:
+                    for key, value in values.items():
+                        self.writer.add_scalar(f"train/{key}", value, position.global_step)
+                bar.set_postfix(_postfix(loss_value, metrics, stats), refresh=False)
+                bar.update(1)
+                partial.elapsed_s = elapsed_before + time.perf_counter() - start
+                if self.stop.requested:
+                    self.save_checkpoint(built)
+                    raise _Stopped(self.stop.signum)
+                if self._checkpoint_due():
+                    self.save_checkpoint(built)
+        finally:
+            bar.close()
+        count = position.batch
+        if count == 0:
+            raise RunError(f"epoch {epoch + 1} had no training batches; check the data and trainer.limit_train_batches")
+        means = {k: v / count for k, v in partial.sums.items()}
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": means.pop("loss")}
+        for key in ("nfe_forward", "nfe_backward", "forward_time_s", "backward_time_s"):
+            row[key] = means.pop(key)
+        row.update({f"train_{k}": v for k, v in means.items()})
+        row.update(batches=count, peak_memory_mb=partial.peak_bytes / MB,
+                   epoch_time_s=elapsed_before + time.perf_counter() - start, lr=optimizer.param_groups[0]["lr"])
+        return row
+
+    def end_epoch(self, built: _Built, row: dict[str, Any]) -> None:
+        """Step the schedule, evaluate, append the row, log it, checkpoint, rewrite the summary, figures."""
+        cfg, position, model, task = self.cfg, self.position, built.model, built.task
+        built.scheduler.step()
+        with collect_stats() as eval_stats:
+            eval_start = time.perf_counter()
+            model.eval()
+            with torch.no_grad():
+                test = task.evaluate(model, cfg.trainer.limit_test_batches)
+            row["eval_time_s"] = time.perf_counter() - eval_start
+        row.update(test)
+        if eval_stats.solves and "test_nfe_forward" not in row:
+            row["test_nfe_forward"] = eval_stats.nfe_forward / eval_stats.solves  # mean per test solve
+        position.epoch += 1
+        position.batch, position.partial, position.epoch_rng = 0, None, None
+        position.train_time_s += row["epoch_time_s"]
+        self.rows.append(row)
+        self.record.append_epoch(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{'test' if key.startswith('test_') else 'epoch'}/{key}", value,
+                                           position.epoch)
+        if cfg.trainer.checkpoint:
+            self.save_checkpoint(built)
+        self._update_summary()
+        self.record.write_summary(self.summary)
+        every = cfg.trainer.figures_every_n_epochs
+        if every and position.epoch % every == 0 and position.epoch < cfg.trainer.max_epochs:
+            _log_figures(task, model, self.run_dir, self.writer, position.epoch, self.summary)
+
+    # --------------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, built: _Built) -> None:
+        """Write the current state to ``checkpoint.pt`` (atomically); a no-op with ``trainer.checkpoint=false``.
+
+        This is the callable a launcher's own checkpoint hook (e.g. submitit's ``checkpoint()``) should reach:
+        it is valid between batches, which is where the loop calls it."""
+        if not self.cfg.trainer.checkpoint:
+            return
+        self.record.save_checkpoint(capture(built.model, built.optimizer, built.scheduler, self.position,
+                                            self.summary["config"]))
+        self.saved = dataclasses.replace(self.position, partial=None, epoch_rng=None)
+        self.summary["checkpoint"] = {"epoch": self.position.epoch, "batch": self.position.batch,
+                                      "saved_at": _dt.datetime.now().isoformat(timespec="seconds")}
+        self._since_save = (time.monotonic(), self.position.global_step)
+
+    def _checkpoint_due(self) -> bool:
+        """Whether ``trainer.checkpoint_every_minutes`` or ``checkpoint_every_n_batches`` has passed."""
+        trainer = self.cfg.trainer
+        if not trainer.checkpoint:
+            return False
+        clock, step = self._since_save
+        n_batches, minutes = trainer.get("checkpoint_every_n_batches"), trainer.get("checkpoint_every_minutes")
+        return bool((n_batches and self.position.global_step - step >= n_batches)
+                    or (minutes and time.monotonic() - clock >= 60.0 * minutes))
+
+    # ------------------------------------------------------------------------------------------ outcome
+
+    def _where(self) -> str:
+        position = self.position
+        return f"epoch {position.epoch + 1}" + (f", batch {position.batch}" if position.batch else "")
+
+    def _saved_text(self) -> str:
+        saved = self.saved
+        if saved is None:
+            return "nothing was saved yet"
+        if saved.batch:
+            return f"the checkpoint of epoch {saved.epoch + 1}, batch {saved.batch} is kept"
+        return f"the checkpoint after epoch {saved.epoch} is kept"
+
+    def _supervised(self, open_record, body) -> dict[str, Any]:
+        """Run ``open_record`` then ``body``, turning every way they can end into the record plus one line."""
+        summary, record = self.summary, self.record
+        try:
+            open_record()
+            body()
+        except (_Stopped, Interrupted, KeyboardInterrupt) as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            name = signal_name(signum)
+            at_once = not isinstance(exc, _Stopped)
+            summary.update(status="interrupted", error=f"interrupted by {name} during {self._where()}",
+                           interrupted_at={"epoch": self.position.epoch + 1, "batch": self.position.batch,
+                                           "signal": name})
+            if isinstance(exc, _Stopped) and self.saved is not None:
+                hint = f"saved at {self._where()}; continue with: {self.resume_command}"
+            else:
+                how = "continue" if self.saved is not None else "restart"
+                hint = f"{'stopped at once; ' if at_once else ''}{self._saved_text()}; {how} with: {self.resume_command}"
+            raise RunError(f"interrupted by {name} during {self._where()}; {hint}", exit_code(signum)) from None
+        except Exception as exc:  # noqa: BLE001 - every failure ends as a record plus one line
+            fault = _filesystem_fault(exc)
+            message = fault or _one_line(exc)
+            where = f"at {self._where()}: " if summary.get("params") is not None else ""
+            summary.update(status="failed", error=message)
+            with contextlib.suppress(OSError):
+                (self.run_dir / "error.log").write_text(traceback.format_exc())
+            if fault:
+                how = "continue" if self.saved is not None else "restart"
+                raise RunError(f"{where}{message}; {self._saved_text()}: fix that, then {how} with: "
+                               f"{self.resume_command}", 2) from None
+            exit_code_ = 2 if isinstance(exc, ConfigError) else 1
+            kept = " (last checkpoint kept)" if record.has_checkpoint() else ""
+            raise RunError(f"{where}{message}{kept}", exit_code_) from exc
+        finally:
+            summary["finished_at"] = _dt.datetime.now().isoformat(timespec="seconds")
+            self._update_summary()
+            if summary["status"] == "running":
+                summary.update(status="failed", error=summary["error"] or "stopped")
+            try:
+                record.write_summary(summary)
+            except OSError as exc:  # e.g. the disk is still full: the line above already says so
+                log.debug("could not write %s: %s", record.summary_path, exc)
+            if self.writer is not None:
+                with contextlib.suppress(Exception):
+                    write_hparams(self.writer, summary, self.position.global_step)
+                    self.writer.close()
+        return summary
+
+    def _update_summary(self) -> None:
+        """Fill the summary's measured keys from the last finished epoch (means per training batch)."""
+        summary, position = self.summary, self.position
+        summary["epochs"] = position.epoch
+        summary["train_time_s"] = position.train_time_s
+        if self.rows:
+            last = self.rows[-1]
+            summary.update({k: v for k, v in last.items() if k not in _ROW_ONLY and k != "lr"})
+            summary["final_lr"] = last.get("lr")
 
 
 _ROW_ONLY = ("epoch", "batches", "eval_time_s")
 
 
-def _update_summary(summary: dict, progress: _Progress) -> None:
-    """Fill the summary's measured keys from the last finished epoch (means per training batch)."""
-    summary["epochs"] = progress.epoch
-    summary["train_time_s"] = progress.train_time_s
-    if progress.rows:
-        last = progress.rows[-1]
-        summary.update({k: v for k, v in last.items() if k not in _ROW_ONLY and k != "lr"})
-        summary["final_lr"] = last.get("lr")
+def _postfix(loss_value: float, metrics: dict, stats) -> dict[str, str]:
+    """The progress bar's postfix after a batch."""
+    postfix = {"loss": f"{loss_value:.4f}"}
+    if "accuracy" in metrics:
+        postfix["acc"] = f"{float(metrics['accuracy']):.3f}"
+    postfix["nfe"] = f"{stats.nfe_forward}/{stats.nfe_backward}"
+    return postfix
 
 
 def _log_figures(task, model, run_dir: Path, writer, epoch: int, summary: dict) -> None:

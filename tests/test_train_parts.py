@@ -106,7 +106,8 @@ def test_run_record_files(tmp_path):
     assert [r["epoch"] for r in record.epochs()] == [1]
     record.write_summary({"status": "completed", "path": tmp_path})
     assert record.read_summary() == {"status": "completed", "path": str(tmp_path)}
-    record.save_checkpoint({"epoch": 3, "w": torch.ones(2)})
+    state = {"epoch": 3, "global_step": 6, "model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "rng": {}}
+    record.save_checkpoint(state)
     assert record.load_checkpoint()["epoch"] == 3
     assert sorted(p.name for p in record.run_dir.iterdir()) == ["checkpoint.pt", "metrics.json", "metrics.jsonl"]
 
