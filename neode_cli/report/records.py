@@ -1,7 +1,8 @@
 """Finding and reading run records: every ``metrics.json`` (and ``metrics.jsonl``) below some folders.
 
 ``neode compare`` reads nothing else (never TensorBoard files or checkpoints), so a report can be built from
-hand-written records. Reading never raises on a bad record: a corrupt or partial ``metrics.json`` is skipped
+hand-written records. Reading never raises on a bad record: a corrupt or partial ``metrics.json``, or one whose
+measured values are impossible (not numbers, NaN/inf, negative times or memory: :func:`bad_values`), is skipped
 and reported, an unreadable line of ``metrics.jsonl`` is reported, a folder with epochs but no summary is an
 incomplete run. Only a missing input folder is the user's error (:class:`InputError`).
 """
@@ -18,7 +19,8 @@ from typing import Any, Mapping, Sequence
 
 from ..runs import METRICS_JSON, METRICS_JSONL, read_jsonl
 
-__all__ = ["Run", "Problem", "Collection", "InputError", "collect", "natural_key", "COMPLETED", "REQUIRED_KEYS"]
+__all__ = ["Run", "Problem", "Collection", "InputError", "collect", "natural_key", "bad_values", "COMPLETED",
+           "REQUIRED_KEYS"]
 
 #: ``status`` of a run that finished (see ``neode_cli/runs.py``); anything else is failed or incomplete.
 COMPLETED = "completed"
@@ -187,7 +189,42 @@ def _read_run(folder: Path, run_id: str, skipped: list[Problem], warnings: list[
     if missing:
         skipped.append(Problem(run_id, f"partial {METRICS_JSON}: no {', '.join(missing)}; skipped"))
         return None
+    bad = bad_values(summary)
+    if bad:
+        skipped.append(Problem(run_id, f"{METRICS_JSON} has impossible values ({'; '.join(bad[:3])}"
+                                       f"{'; ...' if len(bad) > 3 else ''}); skipped"))
+        return None
     return Run(run_id, folder, summary, epochs)
+
+
+#: Measured keys that cannot be negative (times, memory, counts of work) ...
+_NON_NEGATIVE = re.compile(r"(_time_s|_mb|^params|^epochs|nfe_forward|nfe_backward|_rmse|_rmse_interp|^ode_error|_se"
+                           r"|^final_lr)$")
+#: ... and percentages (classification error and accuracy) that lie in [0, 100].
+_PERCENT = re.compile(r"^(test|train)_(error|accuracy)$")
+#: Keys whose values are numbers when present (``None``: not measured, is fine).
+#: (Measured values only: how a run was configured, e.g. ``rtol`` or ``seed``, is judged by the sections.)
+_NUMERIC = re.compile(r"^(train_|test_)|_time_s$|_mb$|^(params|epochs|nfe_forward|nfe_backward|"
+                      r"ode_error|kl_loss|kl_loss_se|final_lr)$")
+
+
+def bad_values(summary: Mapping[str, Any]) -> list[str]:
+    """What is impossible about a summary's measured values: ``key=value (why)`` for each value that is not a
+    number, NaN or infinite, negative where it cannot be (times, memory, NFE, counts), or a percentage outside
+    [0, 100]; empty when every value is plausible. Missing values (``null``) are allowed."""
+    problems = []
+    for key, value in summary.items():
+        if not isinstance(key, str) or not _NUMERIC.search(key) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}={value!r} is not a number")
+        elif not math.isfinite(value):
+            problems.append(f"{key}={value} is not finite")
+        elif value < 0 and _NON_NEGATIVE.search(key):
+            problems.append(f"{key}={value} is negative")
+        elif _PERCENT.search(key) and not 0 <= value <= 100:
+            problems.append(f"{key}={value} is outside [0, 100]")
+    return problems
 
 
 def _common_root(roots: Sequence[Path]) -> Path:
