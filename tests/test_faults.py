@@ -382,3 +382,28 @@ def test_sigterm_to_a_real_process_checkpoints_mid_epoch_and_exits_143(tiny_mnis
     assert summary["status"] == "interrupted" and summary["interrupted_at"]["signal"] == "SIGTERM"
     state = torch.load(folder / "checkpoint.pt", weights_only=False)
     assert (state["epoch"], state["batch"]) == (summary["interrupted_at"]["epoch"] - 1, summary["interrupted_at"]["batch"])
+
+
+# ----------------------------------------------------------------------------------- compare checks values
+
+@pytest.mark.parametrize(("key", "value", "why"), [
+    ("test_error", "n/a", "is not a number"),
+    ("test_error", float("nan"), "is not finite"),
+    ("peak_memory_mb", -3.0, "is negative"),
+    ("epoch_time_s", -1.0, "is negative"),
+    ("test_error", 140.0, "is outside [0, 100]"),
+])
+def test_compare_leaves_out_records_with_impossible_values_consistently(tmp_path, key, value, why):
+    from neode_cli.report.records import collect
+
+    from test_report import write_run
+
+    good = [write_run(tmp_path / f"seed{s}", seed=s, test_error=1.0 + s) for s in range(3)]
+    bad = write_run(tmp_path / "seed9", seed=9)
+    summary = json.loads((bad / "metrics.json").read_text())
+    summary[key] = value
+    (bad / "metrics.json").write_text(json.dumps(summary))  # json writes NaN as NaN, as a hand-edited file might
+    collection = collect([tmp_path])
+    assert sorted(r.run_id for r in collection.runs) == sorted(p.name for p in good)
+    assert [p.where for p in collection.skipped] == ["seed9"] and why in collection.skipped[0].message
+    assert key in collection.skipped[0].message
