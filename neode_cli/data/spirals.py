@@ -88,9 +88,21 @@ def sample_observation_indices(n_spirals: int, n_window: int, n_obs: int,
     return chosen.sort(dim=1).values
 
 
-def make_spirals(*, n_spirals: int = 1000, n_train: int = 800, n_window: int = 100, n_extrap: int = 100,
-                 n_obs: int = 100, n_grid: int = 1000, theta_max: float = 6 * math.pi, a: float = 0.0,
-                 b: float = 0.3, centre: float = 5.0, noise_std: float = 0.3, seed: int = 0) -> SpiralSet:
+# These defaults are the config's too (``data=spirals``): the schema is generated from this signature.
+def make_spirals(*,
+                 n_spirals: int = 1000,  # paper: 1000
+                 n_train: int = 800,  # the rest is the test set (our choice; the paper does not say)
+                 n_window: int = 100,  # paper: 100 equally spaced times per trajectory window
+                 n_extrap: int = 100,  # paper: RMSE on 100 time points beyond the window
+                 n_obs: int = 100,  # observed points per window, without replacement (paper: 30 | 50 | 100)
+                 n_grid: int = 1000,  # points of the spiral on [0, theta_max] (authors' example)
+                 theta_max: float = 6 * math.pi,  # authors' example
+                 a: float = 0.0,  # r = a + b * theta (authors' example)
+                 b: float = 0.3,
+                 centre: float = 5.0,  # centres at (+-centre, 0) (authors' example)
+                 noise_std: float = 0.3,  # Gaussian observation noise (authors' example)
+                 seed: int = 0,  # data seed: spirals, starts, directions, noise and observation pattern
+                 ) -> SpiralSet:
     """Generate the spiral data set, deterministically from ``seed``.
 
     The underlying angle grid has ``n_grid`` equally spaced points on ``[0, theta_max]``; window time equals

@@ -13,6 +13,22 @@ from typing import Any, Iterable
 
 import torch
 
+__all__ = ["Task", "batch_limit"]
+
+
+def batch_limit(total: int | None, limit: int | float | None) -> int | None:
+    """How many of ``total`` batches a ``limit`` means (the rule of ``trainer.limit_*_batches``).
+
+    A float in (0, 1] is a fraction of ``total`` (rounded down, at least 1 batch), an int a count (at most
+    ``total``), None all of them; ``total`` None means "unknown length" (a fraction then gives None: all).
+    The loop applies it to training batches and every task to its evaluation batches, so one rule holds.
+    """
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return None if total is None else max(1, int(total * limit))
+    return limit if total is None else min(total, limit)
+
 
 class Task(abc.ABC):
     """One kind of experiment (classification, latent time series, density estimation, ...).
@@ -23,6 +39,9 @@ class Task(abc.ABC):
 
     #: Name recorded in the run record (``metrics.json["task"]``).
     name: str = "task"
+
+    #: Batch metrics of :meth:`training_loss` the progress bar shows next to the loss and NFE.
+    progress_keys: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def train_batches(self, epoch: int) -> Iterable[Any]:
@@ -40,8 +59,10 @@ class Task(abc.ABC):
     def evaluate(self, model: torch.nn.Module, limit_batches: float | int | None = None) -> dict[str, float]:
         """Held-out metrics with flat keys as they appear in ``metrics.json`` (e.g. ``test_error``).
 
-        ``limit_batches``: a fraction (float <= 1) or a count (int) of evaluation batches; None for all.
-        The loop calls this under ``torch.no_grad()`` with ``model.eval()``.
+        ``limit_batches``: a fraction (float <= 1) or a count (int) of evaluation batches; None for all
+        (:func:`batch_limit` says how many). The loop calls this under ``torch.no_grad()`` with
+        ``model.eval()``, and adds its own measurements of the call (``eval_time_s``, ``eval_nfe_forward``)
+        under keys no task uses.
         """
 
     def record_fields(self) -> dict[str, Any]:

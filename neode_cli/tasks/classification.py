@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from ..data.mnist import MnistData, load_dataset
 from ..integrator import Integrator
 from ..ode import SolverError, collect_stats
-from ..train import batch_limit
-from .base import Task
+from .base import Task, batch_limit
 
 __all__ = ["ClassificationTask", "build_task", "random_crop"]
 
@@ -79,10 +78,18 @@ class ClassificationTask(Task):
     """
 
     name = "classification"
+    progress_keys = ("accuracy",)
 
-    def __init__(self, data: MnistData, device: torch.device | str = "cpu", batch_size: int = 128,
-                 test_batch_size: int = 1000, augmentation: bool = True, crop_padding: int = 4,
-                 mean: float = 0.0, std: float = 1.0, drop_last: bool = True, ode_error_samples: int = 1000):
+    # These defaults are the config's too (``data=mnist``): the schema is generated from this signature.
+    def __init__(self, data: MnistData, device: torch.device | str = "cpu",
+                 batch_size: int = 128,  # paper protocol
+                 test_batch_size: int = 1000,
+                 augmentation: bool = True,  # RandomCrop(28, padding=crop_padding), as in the authors' example
+                 crop_padding: int = 4,
+                 mean: float = 0.0,  # inputs are pixel/255, then (x - mean) / std: 0 and 1 keep plain [0, 1]
+                 std: float = 1.0,
+                 drop_last: bool = True,  # drop an incomplete last training batch, unless it is the only one
+                 ode_error_samples: int = 128):  # test images for ode_error (every epoch); 0 turns it off
         if batch_size < 1 or test_batch_size < 1:
             raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, "
                              f"test_batch_size={test_batch_size}")
@@ -194,17 +201,17 @@ class _TestBatches:
             yield self.task.make_batch(self.task.test_images, self.task.test_labels, index)
 
 
-def build_task(name: str = "mnist", root: str = "data/mnist", mirrors: Sequence[str] | None = None,
-               download: bool = True, batch_size: int = 128, test_batch_size: int = 1000,
-               augmentation: bool = True, crop_padding: int = 4, mean: float = 0.0, std: float = 1.0,
-               drop_last: bool = True, ode_error_samples: int = 1000,
-               device: torch.device | str = "cpu") -> ClassificationTask:
-    """Load dataset ``name`` (``mnist`` | ``fashion_mnist``) from ``root`` (downloading into it if needed and
-    ``download``) and wrap it in a :class:`ClassificationTask`; the ``_target_`` of ``conf/data/*.yaml``.
+def build_task(name: str,  # mnist | fashion_mnist
+               root: str | None = None,  # folder of the four IDX files; None: data/<name> (relative to the cwd)
+               mirrors: Sequence[str] | None = None,  # base URLs to download from; None: the public mirrors
+               download: bool = True,  # False: never touch the network; missing files are an error
+               *, device: torch.device | str = "cpu", **options) -> ClassificationTask:
+    """Load dataset ``name`` from ``root`` (downloading into it if needed and ``download``) and wrap it in a
+    :class:`ClassificationTask` built with ``options`` (its keyword arguments: ``batch_size``, ...); the
+    ``_target_`` of ``conf/data/mnist.yaml`` and ``fashion_mnist.yaml``.
 
     Raises :class:`neode_cli.data.mnist.DataError` (one line) when the files are missing or corrupt.
     """
+    root = f"data/{name}" if root is None else root
     data = load_dataset(name, root, mirrors=list(mirrors) if mirrors else None, download=download)
-    return ClassificationTask(data, device=device, batch_size=batch_size, test_batch_size=test_batch_size,
-                              augmentation=augmentation, crop_padding=crop_padding, mean=mean, std=std,
-                              drop_last=drop_last, ode_error_samples=ode_error_samples)
+    return ClassificationTask(data, device=device, **options)

@@ -23,8 +23,7 @@ import torch
 
 from ..data.spirals import SpiralSet, make_spirals
 from ..ode import collect_stats
-from .base import Task
-from ..train import batch_limit
+from .base import Task, batch_limit
 
 __all__ = ["LatentTask", "SequenceModel", "SpiralBatch", "build_task"]
 
@@ -69,8 +68,8 @@ class LatentTask(Task):
 
     name = "latent"
 
-    def __init__(self, data: SpiralSet, device: torch.device | str = "cpu", batch_size: int = 100,
-                 test_batch_size: int = 200, figure_spirals: int = 4):
+    def __init__(self, data: SpiralSet, device: torch.device | str, batch_size: int, test_batch_size: int,
+                 figure_spirals: int):
         if batch_size < 1 or test_batch_size < 1:
             raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, "
                              f"test_batch_size={test_batch_size}")
@@ -177,16 +176,13 @@ class LatentTask(Task):
             writer.add_figure("spirals", figure, global_step=epoch)
 
 
-def build_task(*, device: torch.device | str = "cpu", n_spirals: int = 1000, n_train: int = 800,
-               n_window: int = 100, n_extrap: int = 100, n_obs: int = 100, n_grid: int = 1000,
-               theta_max: float = 6 * math.pi, a: float = 0.0, b: float = 0.3, centre: float = 5.0,
-               noise_std: float = 0.3, seed: int = 0, batch_size: int = 100, test_batch_size: int = 200,
-               figure_spirals: int = 4) -> LatentTask:
-    """Generate the spirals (:func:`neode_cli.data.spirals.make_spirals`, deterministic by the data ``seed``,
-    independent of the run's seed) and wrap them in a :class:`LatentTask`; the ``_target_`` of
-    ``conf/data/spirals.yaml``."""
-    data = make_spirals(n_spirals=n_spirals, n_train=n_train, n_window=n_window, n_extrap=n_extrap,
-                        n_obs=n_obs, n_grid=n_grid, theta_max=theta_max, a=a, b=b, centre=centre,
-                        noise_std=noise_std, seed=seed)
-    return LatentTask(data, device=device, batch_size=batch_size, test_batch_size=test_batch_size,
-                      figure_spirals=figure_spirals)
+def build_task(*, device: torch.device | str = "cpu",
+               batch_size: int = 100,  # spirals per optimizer step (8 steps per epoch of 800)
+               test_batch_size: int = 200,  # the whole test set in one batch
+               figure_spirals: int = 4,  # test spirals drawn in spirals.png (half of each direction)
+               **spirals) -> LatentTask:
+    """Generate the spirals with ``spirals`` (the keyword arguments of
+    :func:`neode_cli.data.spirals.make_spirals`: deterministic by the data ``seed``, independent of the run's
+    seed) and wrap them in a :class:`LatentTask`; the ``_target_`` of ``conf/data/spirals.yaml``."""
+    return LatentTask(make_spirals(**spirals), device=device, batch_size=batch_size,
+                      test_batch_size=test_batch_size, figure_spirals=figure_spirals)
