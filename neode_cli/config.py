@@ -160,7 +160,12 @@ register(None, "train_schema", TrainSchema)
 
 @dataclasses.dataclass
 class CompareSchema:
-    """The root of ``neode compare``'s config (``neode_cli/report/compare.yaml``)."""
+    """The root of ``neode compare``'s config (``conf/compare.yaml``).
+
+    ``experiment`` is the same name as train's ``experiment=`` group option on purpose: ``neode compare
+    experiment=table1`` reports the runs of ``neode train -m experiment=table1``. Here it is a plain string
+    (compare composes its config without train's groups: ``neode_cli.report.compare.register_primary_config``).
+    """
 
     experiment: Optional[str] = None  # NAME: the runs of `neode train -m experiment=NAME`
     runs: Any = dataclasses.field(default_factory=list)  # one path or a list of paths
@@ -320,6 +325,21 @@ def _check_limit(name: str, value: Union[int, float, None]) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: use a fraction in (0, 1], a positive batch count, or null for all")
 
 
+def _check_data(data: Any) -> None:
+    """Hand the ``data`` group's values to the ``check_options`` of its builder's module (see
+    ``neode_cli/tasks/base.py``); its :class:`~neode_cli.tasks.base.OptionError` names the key."""
+    from .tasks.base import OptionError
+
+    module = importlib.import_module(str(data._target_).rpartition(".")[0])
+    check = getattr(module, "check_options", None)
+    if check is None:
+        return
+    try:
+        check(**{k: v for k, v in data.items() if k != "_target_"})
+    except OptionError as exc:
+        raise ConfigError(f"data.{exc}") from None
+
+
 def validate(cfg: Any) -> Integrator:
     """Check the composed train config beyond types; return the integrator it describes, checked by the
     solver core. Raise :class:`ConfigError` (one line naming the key) on the first problem."""
@@ -344,4 +364,5 @@ def validate(cfg: Any) -> Integrator:
         raise ConfigError(f"unknown logger.name={cfg.logger.name!r}; valid: {', '.join(LOGGERS)} (e.g. logger=none)")
     if not 0 <= cfg.seed < SEED_RANGE:
         raise ConfigError(f"seed={cfg.seed} is out of range: use 0 <= seed < 2**32")
+    _check_data(cfg.data)
     return integrator

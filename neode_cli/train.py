@@ -35,9 +35,10 @@ from .integrator import Integrator
 from .measure import PeakMemory, Stopwatch, count_parameters
 from .ode import SolverError, collect_stats
 from .runs import RunRecord
+from .tasks.base import batch_limit
 from .tensorboard_log import open_writer, write_hparams
 
-__all__ = ["RunError", "train", "batch_limit", "resolve_device", "build_integrator", "build_model", "build_optimizer"]
+__all__ = ["RunError", "train", "resolve_device", "build_model", "build_optimizer"]
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,6 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def build_integrator(solver: Any, grad: Any) -> Integrator:
-    """The :class:`Integrator` a model receives, from the ``solver`` and ``grad`` config groups."""
-    options = {name: solver[name] for name in ("step_size", "first_step", "max_num_steps", "safety", "ifactor", "dfactor")
-               if solver.get(name) is not None}
-    return Integrator(method=solver.method, rtol=float(solver.rtol), atol=float(solver.atol), gradient=grad.method,
-                      options=options or None, backend=solver.backend)
-
-
 def build_model(model_cfg: Any, integrator: Integrator) -> torch.nn.Module:
     """``instantiate(model_cfg)``, handing it ``integrator`` when its constructor takes one."""
     target = get_class(model_cfg._target_)
@@ -118,15 +111,6 @@ def build_optimizer(optim: Any, parameters, batch_size: int | None):
         optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)
     return optimizer, scheduler
-
-
-def batch_limit(total: int | None, limit: int | float | None) -> int | None:
-    """How many of ``total`` batches to run: a float is a fraction (at least 1 batch), an int a count."""
-    if limit is None:
-        return total
-    if isinstance(limit, float):
-        return None if total is None else max(1, int(total * limit))
-    return limit if total is None else min(total, limit)
 
 
 def versions() -> dict[str, str | None]:
@@ -244,7 +228,7 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     stop = _StopRequest()
     try:
-        validate(cfg)
+        integrator = validate(cfg)  # the solver and grad groups, checked by the solver core
         device = resolve_device(cfg.trainer.device)
         summary["device"] = str(device)
         if cfg.trainer.threads is not None:
@@ -256,7 +240,7 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
         summary.update(task.record_fields())
         # Reseed so the model's initial weights do not depend on how much randomness the data used.
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, build_integrator(cfg.solver, cfg.grad)).to(device)
+        model = build_model(cfg.model, integrator).to(device)
         summary["params"] = count_parameters(model)
         optimizer, scheduler = build_optimizer(cfg.optim, model.parameters(), cfg.data.get("batch_size"))
         summary["lr"] = optimizer.param_groups[0]["lr"]
@@ -285,15 +269,12 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
                 row = _train_epoch(cfg, task, model, optimizer, meter, writer, progress, epoch, device, stop)
                 stop.check()
             scheduler.step()
-            with collect_stats() as eval_stats:
-                eval_start = time.perf_counter()
-                model.eval()
-                with torch.no_grad():
-                    test = task.evaluate(model, cfg.trainer.limit_test_batches)
-                row["eval_time_s"] = time.perf_counter() - eval_start
+            eval_start = time.perf_counter()
+            model.eval()
+            with torch.no_grad():
+                test = task.evaluate(model, cfg.trainer.limit_test_batches)  # its own test_nfe_forward too
+            row["eval_time_s"] = time.perf_counter() - eval_start
             row.update(test)
-            if eval_stats.solves and "test_nfe_forward" not in row:
-                row["test_nfe_forward"] = eval_stats.nfe_forward / eval_stats.solves  # mean per test solve
             progress.epoch = epoch + 1
             progress.train_time_s += row["epoch_time_s"]
             progress.rows.append(row)
@@ -388,8 +369,7 @@ def _train_epoch(cfg, task, model, optimizer, meter: PeakMemory, writer, progres
                 for key, value in values.items():
                     writer.add_scalar(f"train/{key}", value, progress.global_step)
             postfix = {"loss": f"{loss_value:.4f}"}
-            if "accuracy" in metrics:
-                postfix["acc"] = f"{float(metrics['accuracy']):.3f}"
+            postfix.update({key: f"{float(metrics[key]):.3f}" for key in task.progress_keys})
             postfix["nfe"] = f"{stats.nfe_forward}/{stats.nfe_backward}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)

@@ -3,17 +3,58 @@
 The loop (``neode_cli/train.py``) owns control flow: epochs, optimizer steps, measurement, checkpoints and
 the run record. A task owns one decision: what a batch's loss is and what an evaluation measures. The loop
 never branches on model or task names.
+
+A task module whose builder is a ``_target_`` of ``conf/data/`` may define ``check_options(**options)``: the
+checks of the builder's arguments that need no data, raising :class:`OptionError`. The builder calls it first,
+and config validation (``neode_cli.config.validate``) calls the same function, so a value that cannot work
+is refused before any work, by one rule.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable, Mapping
 
 import torch
 
-__all__ = ["Task", "batch_limit"]
+__all__ = ["Task", "OptionError", "batch_limit", "require_at_least", "require_positive", "require_choice",
+           "present"]
+
+
+class OptionError(ValueError):
+    """An argument of a task builder that cannot work. ``name`` is the argument, which is also the config key
+    under ``data.``; the message is one line that starts with ``name=value``."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def present(options: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """The entries of ``options`` called ``names`` (those that are there), for the ``require_*`` checks."""
+    return {name: options[name] for name in names if name in options}
+
+
+def require_at_least(minimum: int, **values: Any) -> None:
+    """Raise :class:`OptionError` for the first of ``values`` that is not an integer ``>= minimum``."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise OptionError(name, f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def require_positive(**values: Any) -> None:
+    """Raise :class:`OptionError` for the first of ``values`` that is not a finite number ``> 0``."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise OptionError(name, f"{name}={value!r} must be a finite number > 0")
+
+
+def require_choice(name: str, value: Any, valid: Collection[str]) -> None:
+    """Raise :class:`OptionError` unless ``value`` is one of ``valid``."""
+    if value not in valid:
+        raise OptionError(name, f"{name}={value!r} is unknown; valid: {', '.join(valid)}")
 
 
 def batch_limit(total: int | None, limit: int | float | None) -> int | None:
@@ -61,8 +102,8 @@ class Task(abc.ABC):
 
         ``limit_batches``: a fraction (float <= 1) or a count (int) of evaluation batches; None for all
         (:func:`batch_limit` says how many). The loop calls this under ``torch.no_grad()`` with
-        ``model.eval()``, and adds its own measurements of the call (``eval_time_s``, ``eval_nfe_forward``)
-        under keys no task uses.
+        ``model.eval()`` and adds the call's wall time (``eval_time_s``); the task reports its own solver
+        work (``test_nfe_forward``) where it has any.
         """
 
     def record_fields(self) -> dict[str, Any]:

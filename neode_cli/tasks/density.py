@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..data.energies import get_energy
+from ..data.energies import ENERGIES, get_energy
 from ..data.toy2d import TOY_SAMPLERS, sample_toy
 from ..ode import SolveStats, collect_stats
-from .base import Task, batch_limit
+from .base import Task, batch_limit, present, require_at_least, require_choice, require_positive
 
 #: Fractions of the integration time (or of the K layers of a discrete flow) shown in the snapshots.
 SNAPSHOT_FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -229,6 +229,19 @@ class DensityMatchingTask(Task):
                           "unnormalised density")
 
 
+def check_options(**options) -> None:
+    """Raise :class:`~neode_cli.tasks.base.OptionError` naming the first of ``options`` (keyword arguments of
+    :func:`build_toy_task` or :func:`build_energy_task`; absent ones are not checked) that cannot work."""
+    if "name" in options:
+        require_choice("name", options["name"], TOY_SAMPLERS)
+    if "target" in options:
+        require_choice("target", options["target"], ENERGIES)
+    require_at_least(1, **present(options, "batch_size", "batches_per_epoch", "n_test", "test_batch_size", "n_eval",
+                                  "eval_batch_size", "grid_size", "figure_samples"))
+    require_at_least(0, **present(options, "test_seed", "eval_seed"))
+    require_positive(**present(options, "plot_range"))
+
+
 # The defaults of the two builders are the config's too (``data=toy2d``, ``data=energy``): the schemas are
 # generated from these signatures.
 def build_toy_task(name: str = "circles",  # circles | moons | 8gaussians | pinwheel | 2spirals | checkerboard
@@ -243,6 +256,9 @@ def build_toy_task(name: str = "circles",  # circles | moons | 8gaussians | pinw
                    figure_samples: int = 2000,
                    *, device: torch.device | str = "cpu") -> Task:
     """The maximum-likelihood task on toy density ``name`` (``_target_`` of ``conf/data/toy2d.yaml``)."""
+    check_options(name=name, batch_size=batch_size, batches_per_epoch=batches_per_epoch, n_test=n_test,
+                  test_batch_size=test_batch_size, test_seed=test_seed, plot_range=plot_range, grid_size=grid_size,
+                  figure_samples=figure_samples)
     return ToyDensityTask(name, batch_size, batches_per_epoch, n_test, test_batch_size, test_seed, device,
                           _FlowFigures(plot_range, grid_size, figure_samples, test_seed))
 
@@ -258,5 +274,8 @@ def build_energy_task(target: str = "u1",  # u1 | u2 | u3 | u4 (Rezende & Mohame
                       figure_samples: int = 2000,
                       *, device: torch.device | str = "cpu") -> Task:
     """The density-matching task on target energy ``target`` (``_target_`` of ``conf/data/energy.yaml``)."""
+    check_options(target=target, batch_size=batch_size, batches_per_epoch=batches_per_epoch, n_eval=n_eval,
+                  eval_batch_size=eval_batch_size, eval_seed=eval_seed, plot_range=plot_range, grid_size=grid_size,
+                  figure_samples=figure_samples)
     return DensityMatchingTask(target, batch_size, batches_per_epoch, n_eval, eval_batch_size, eval_seed, device,
                                _FlowFigures(plot_range, grid_size, figure_samples, eval_seed))

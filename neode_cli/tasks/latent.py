@@ -21,11 +21,11 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-from ..data.spirals import SpiralSet, make_spirals
+from ..data.spirals import SpiralSet, check_spiral_options, make_spirals
 from ..ode import collect_stats
-from .base import Task, batch_limit
+from .base import OptionError, Task, batch_limit, present, require_at_least
 
-__all__ = ["LatentTask", "SequenceModel", "SpiralBatch", "build_task"]
+__all__ = ["LatentTask", "SequenceModel", "SpiralBatch", "build_task", "check_options"]
 
 #: Seed of the (forked) RNG that draws the ELBO's samples during evaluation: same model, same numbers.
 EVAL_SEED = 1234
@@ -70,9 +70,7 @@ class LatentTask(Task):
 
     def __init__(self, data: SpiralSet, device: torch.device | str, batch_size: int, test_batch_size: int,
                  figure_spirals: int):
-        if batch_size < 1 or test_batch_size < 1:
-            raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, "
-                             f"test_batch_size={test_batch_size}")
+        check_options(batch_size=batch_size, test_batch_size=test_batch_size, figure_spirals=figure_spirals)
         self.data = data
         self.device = torch.device(device)
         self.times = data.times.to(self.device)                     # (T,) window then extrapolation
@@ -176,6 +174,18 @@ class LatentTask(Task):
             writer.add_figure("spirals", figure, global_step=epoch)
 
 
+def check_options(**options) -> None:
+    """Raise :class:`~neode_cli.tasks.base.OptionError` naming the first of ``options`` (keyword arguments of
+    :func:`build_task`, those of :func:`~neode_cli.data.spirals.make_spirals` included) that cannot work."""
+    require_at_least(1, **present(options, "batch_size", "test_batch_size"))
+    require_at_least(0, **present(options, "figure_spirals"))
+    spirals = {k: v for k, v in options.items() if k not in ("batch_size", "test_batch_size", "figure_spirals")}
+    try:
+        check_spiral_options(**spirals)
+    except ValueError as exc:
+        raise OptionError(str(exc).split("=", 1)[0], str(exc)) from None
+
+
 def build_task(*, device: torch.device | str = "cpu",
                batch_size: int = 100,  # spirals per optimizer step (8 steps per epoch of 800)
                test_batch_size: int = 200,  # the whole test set in one batch
@@ -184,5 +194,6 @@ def build_task(*, device: torch.device | str = "cpu",
     """Generate the spirals with ``spirals`` (the keyword arguments of
     :func:`neode_cli.data.spirals.make_spirals`: deterministic by the data ``seed``, independent of the run's
     seed) and wrap them in a :class:`LatentTask`; the ``_target_`` of ``conf/data/spirals.yaml``."""
+    check_options(batch_size=batch_size, test_batch_size=test_batch_size, figure_spirals=figure_spirals, **spirals)
     return LatentTask(make_spirals(**spirals), device=device, batch_size=batch_size,
                       test_batch_size=test_batch_size, figure_spirals=figure_spirals)
