@@ -81,6 +81,7 @@ def test_a_typo_in_the_recurrent_cell_fails_at_compose(tmp_path):
     assert not (tmp_path / "bad" / "metrics.json").exists()       # refused before any work
 
 
+@pytest.mark.slow  # an end-to-end sweep; the default suite covers its parts faster
 def test_table2_smoke_sweep_trains_both_models_and_compare_reports_them(tmp_path):
     outputs = tmp_path / "outputs"
     sweep = outputs / "table2" / "smoke"
