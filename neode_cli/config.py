@@ -14,8 +14,10 @@ One source for every default:
   default: every option file states it, and ``conf/train.yaml``'s defaults list picks the default option.
 ``tests/test_config.py`` fails if a yaml restates a default.
 
-Solver options are checked by the solver core itself (:meth:`neode_cli.integrator.Integrator.check`);
-:func:`validate` only names the config key the solver refused.
+Validate once: solver options are checked by the solver core itself
+(:meth:`neode_cli.integrator.Integrator.check`), the ``data`` group's values by the ``check_options`` of its
+builder's module (``neode_cli/tasks/base.py``), the same function the builder calls first; :func:`validate`
+only names the config key that was refused. The loop's own keys (optim, trainer, seed) are checked here.
 """
 
 from __future__ import annotations
