@@ -1,34 +1,42 @@
 """Config schemas (dataclasses in Hydra's ConfigStore) and the checks that types alone cannot express.
 
-Each yaml in ``conf/<group>/`` lists its schema first in its defaults (``- <name>_schema``), so a typo in a
-key or a wrong type fails while Hydra composes the config, with Hydra's own message, before any work.
-:func:`validate` then checks values (signs, known names, combinations) and raises :class:`ConfigError`
-with one line saying what is wrong and what to do.
+Each yaml in ``conf/<group>/`` lists its schema first in its defaults (``- <name>_schema``; the loop groups
+are typed by the root schema), so a typo in a key or a wrong type fails while Hydra composes the config, with
+Hydra's own message, before any work. :func:`validate` then checks values and raises :class:`ConfigError`
+with one line saying which key is wrong and what to do.
 
-Model and data schemas follow one pattern (see the marked section at the end of this file)::
+One source for every default:
+- model and data schemas are generated from the signature of what they build (:func:`target_schema`): the
+  constructor's defaults *are* the config's, and ``conf/model/*.yaml`` / ``conf/data/*.yaml`` state only what
+  an option changes;
+- the loop groups (solver, grad, optim, trainer, logger) are the dataclasses below, and their yamls too state
+  only what an option changes; the key that names an option (``solver.method``, ``optim.name``, ...) has no
+  default: every option file states it, and ``conf/train.yaml``'s defaults list picks the default option.
+``tests/test_config.py`` fails if a yaml restates a default.
 
-    @dataclasses.dataclass
-    class ODENetSchema:
-        _target_: str = "neode_cli.models.odenet.ODENet"
-        channels: int = 64
-
-    register("model", "odenet_schema", ODENetSchema)
-
-and ``conf/model/odenet.yaml`` starts with ``defaults: [odenet_schema, _self_]``.
+Validate once: solver options are checked by the solver core itself
+(:meth:`neode_cli.integrator.Integrator.check`), the ``data`` group's values by the ``check_options`` of its
+builder's module (``neode_cli/tasks/base.py``), the same function the builder calls first; :func:`validate`
+only names the config key that was refused. The loop's own keys (optim, trainer, seed) are checked here.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-from typing import Any, List, Optional, Union
+import enum
+import importlib
+import inspect
+import math
+import types
+import typing
+from typing import Any, Callable, List, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from .integrator import GRADIENT_METHODS
-# The solver core's own lists (fixed-grid methods need ``solver.step_size``).
-from .ode import ADAPTIVE_METHODS, BACKENDS
-from .ode import FIXED_METHODS as FIXED_GRID_METHODS
+from .integrator import Integrator
+from .ode import FIXED_METHODS
 
 __all__ = [
     "ConfigError",
@@ -38,15 +46,18 @@ __all__ = [
     "TrainerSchema",
     "LoggerSchema",
     "TrainSchema",
-    "FIXED_GRID_METHODS",
-    "ADAPTIVE_METHODS",
+    "CompareSchema",
+    "SOLVER_OPTIONS",
     "register",
+    "target_schema",
+    "build_integrator",
     "validate",
 ]
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("tensorboard", "none")
+SEED_RANGE = 2 ** 32  # numpy's seeds are 32-bit
 
 
 class ConfigError(ValueError):
@@ -59,7 +70,7 @@ def register(group: Optional[str], name: str, node: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# C1: loop and CLI schemas (solver, grad, optim, trainer, logger, root). Keep field names stable.
+# The loop groups and the root. Keep field names stable (run records and experiments use them).
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -67,31 +78,36 @@ def register(group: Optional[str], name: str, node: Any) -> None:
 class SolverSchema:
     """One ODE solver of ``neode_cli.ode`` and its options (None: the solver's own default)."""
 
-    method: str = "dopri5"
-    rtol: float = 1e-3
-    atol: float = 1e-3
+    method: str = MISSING  # stated by each conf/solver/<method>.yaml
+    rtol: float = Integrator.rtol  # the paper's classification tolerance
+    atol: float = Integrator.atol
     step_size: Optional[float] = None  # fixed-grid methods: the step (required there)
     first_step: Optional[float] = None  # adaptive methods: initial step (None: chosen automatically)
     max_num_steps: Optional[int] = None
     safety: Optional[float] = None
     ifactor: Optional[float] = None
     dfactor: Optional[float] = None
-    backend: str = "neode"  # neode | torchdiffeq (the reference implementation)
+    backend: str = Integrator.backend  # neode | torchdiffeq (the reference implementation)
+
+
+#: The solver keys handed to the solver as ``options`` (every key but the method, tolerances and backend).
+SOLVER_OPTIONS = tuple(f.name for f in dataclasses.fields(SolverSchema)
+                       if f.name not in ("method", "rtol", "atol", "backend"))
 
 
 @dataclasses.dataclass
 class GradSchema:
     """How gradients flow through the solver: backprop | adjoint | adjoint_seminorm."""
 
-    method: str = "adjoint"
+    method: str = MISSING  # stated by each conf/grad/<method>.yaml
 
 
 @dataclasses.dataclass
 class OptimSchema:
     """Optimizer and step learning-rate schedule (epochs at which lr is multiplied by ``gamma``)."""
 
-    name: str = "sgd"  # sgd | adam
-    lr: float = 0.1
+    name: str = MISSING  # sgd | adam, stated by each conf/optim/<name>.yaml
+    lr: float = MISSING  # each optimizer states its own
     # lr is scaled by data.batch_size / batch_reference (paper: lr 0.1 at batch 128); null: no scaling.
     batch_reference: Optional[int] = None
     momentum: float = 0.0  # sgd only
@@ -106,17 +122,17 @@ class OptimSchema:
 class TrainerSchema:
     """Loop settings: epochs, how much of each epoch/evaluation to run, device, checkpoints."""
 
-    max_epochs: int = 160
-    # A float in (0, 1] is a fraction of the batches, an int a count; null: all.
+    max_epochs: int = 160  # the paper's classification protocol
+    # A float in (0, 1] is a fraction of the batches (at least one), an int a count; null: all.
     limit_train_batches: Optional[Union[int, float]] = None
-    limit_test_batches: Optional[Union[int, float]] = None
-    device: str = "auto"  # auto | cpu | cuda
-    threads: Optional[int] = None  # CPU threads for torch (null: torch's default, one per core)
+    limit_test_batches: Optional[Union[int, float]] = None  # the same, for the evaluation after each epoch
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    threads: Optional[int] = None  # CPU threads for torch (null: torch's default); on a busy machine 1 can be far faster
     resume: bool = False  # continue the run in hydra.run.dir from its last checkpoint
     checkpoint: bool = True  # write checkpoint.pt after every epoch (and periodically, and on a stop signal)
     checkpoint_every_minutes: Optional[float] = 10.0  # also mid-epoch, after the batch that passes this; null: off
     checkpoint_every_n_batches: Optional[int] = None  # also mid-epoch, every n optimizer steps; null: off
-    progress: bool = True  # tqdm progress bar per epoch
+    progress: bool = True  # tqdm progress bar per epoch (loss, the task's batch metrics, NFE)
     figures_every_n_epochs: int = 0  # task.log_figures every n epochs (0: only at the end)
 
 
@@ -124,7 +140,7 @@ class TrainerSchema:
 class LoggerSchema:
     """Where scalars go besides the run record: tensorboard | none."""
 
-    name: str = "tensorboard"
+    name: str = MISSING  # stated by each conf/logger/<name>.yaml
     log_every_n_batches: int = 1  # per-batch scalars (loss, NFE) every n batches
 
 
@@ -142,50 +158,200 @@ class TrainSchema:
     seed: int = 0
 
 
-# The root schema types the C1 groups, so their yamls need no schema entry of their own.
+# The root schema types the loop groups, so their yamls need no schema entry of their own.
 register(None, "train_schema", TrainSchema)
+
+
+@dataclasses.dataclass
+class CompareSchema:
+    """The root of ``neode compare``'s config (``conf/compare.yaml``).
+
+    ``experiment`` is the same name as train's ``experiment=`` group option on purpose: ``neode compare
+    experiment=table1`` reports the runs of ``neode train -m experiment=table1``. Here it is a plain string
+    (compare composes its config without train's groups: ``neode_cli.report.compare.register_primary_config``).
+    """
+
+    experiment: Optional[str] = None  # NAME: the runs of `neode train -m experiment=NAME`
+    runs: Any = dataclasses.field(default_factory=list)  # one path or a list of paths
+    budget: Optional[str] = None
+    out: Optional[str] = None
+    root: str = "outputs"
+
+
+register(None, "compare_schema", CompareSchema)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model and data schemas, generated from what they build.
+# ---------------------------------------------------------------------------------------------------------
+
+#: Parameters the loop passes itself, never config keys.
+PASSED_BY_THE_LOOP = ("integrator", "device", "data")
+
+
+def _locate(path: str) -> Callable:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _config_type(hint: Any, where: str) -> Any:
+    """The type OmegaConf can check for an annotation: Optional, List and Enum kept, unions narrowed."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        optional = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        # `Downsampling | str`: the Enum is what a config may say (a typo fails at compose).
+        enums = [a for a in rest if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums:
+            base = enums[0]
+        elif len(rest) == 1:
+            base = _config_type(rest[0], where)
+        else:
+            raise TypeError(f"{where}: annotation {hint} has no config type (use one type, an Enum or Optional)")
+        return Optional[base] if optional else base
+    if origin in (list, tuple, collections.abc.Sequence):
+        return List[_config_type(args[0], where) if args else Any]
+    if hint in (int, float, bool, str) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return hint
+    raise TypeError(f"{where}: annotation {hint} has no config type")
+
+
+def _config_default(default: Any, kind: Any) -> Any:
+    """A parameter default as a dataclass field: Enum names as members, sequences as fresh lists."""
+    if default is inspect.Parameter.empty:
+        return dataclasses.field(default=MISSING)
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    if isinstance(base, type) and issubclass(base, enum.Enum) and default is not None:
+        return dataclasses.field(default=base(default))
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda value=list(default): list(value))
+    return dataclasses.field(default=default)
+
+
+def config_parameters(source: Callable) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of ``source`` (a class: its ``__init__``) that are config keys, with their
+    annotations resolved: everything except ``*args``, ``**kwargs`` and :data:`PASSED_BY_THE_LOOP`."""
+    function = source.__init__ if inspect.isclass(source) else source
+    hints = typing.get_type_hints(function)
+    return {name: p.replace(annotation=hints.get(name, Any))
+            for name, p in inspect.signature(source).parameters.items()
+            if name not in PASSED_BY_THE_LOOP and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def target_schema(target: str, *forwards_to: str) -> type:
+    """A dataclass schema for ``_target_: target``: one field per keyword parameter of ``target`` and of the
+    callables ``forwards_to`` (dotted paths) that ``target`` hands its ``**options`` to, typed by the
+    annotation and defaulting to the parameter's default.
+
+    So a constructor's signature is the one place its defaults are written. A parameter of several of these
+    callables must have the same default in each (``TypeError`` otherwise, at import).
+    """
+    fields: dict[str, tuple[Any, Any]] = {}
+    for path in (target, *forwards_to):
+        for name, p in config_parameters(_locate(path)).items():
+            kind = _config_type(p.annotation, f"{path}({name})")
+            if name in fields and fields[name][1] != p.default:
+                raise TypeError(f"{name} defaults to {fields[name][1]!r} in one of {target}, {', '.join(forwards_to)} "
+                                f"and to {p.default!r} in {path}: state it once")
+            fields.setdefault(name, (kind, p.default))
+    spec = [("_target_", str, dataclasses.field(default=target))]
+    spec += [(name, kind, _config_default(default, kind)) for name, (kind, default) in fields.items()]
+    return dataclasses.make_dataclass(f"{target.rsplit('.', 1)[-1]}Schema", spec)
+
+
+#: group -> option -> (``_target_``, the callables it forwards ``**options`` to).
+TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "model": {
+        "odenet": ("neode_cli.models.odenet.ODENet",),
+        "rknet": ("neode_cli.models.odenet.ODENet",),  # the same module; grad=backprop makes it RK-Net
+        "resnet": ("neode_cli.models.resnet.ResNet",),
+        "mlp": ("neode_cli.models.mlp.MLP",),
+        "latent_ode": ("neode_cli.models.latent_ode.LatentODE",),
+        "rnn": ("neode_cli.models.rnn.RNNBaseline",),
+        "cnf": ("neode_cli.models.cnf.CNF",),
+        "planar_nf": ("neode_cli.models.planar.PlanarFlow",),
+    },
+    # The data group picks a dataset and, with it, the task that trains and evaluates on it: each target
+    # builds a neode_cli.tasks Task.
+    "data": {
+        "mnist": ("neode_cli.tasks.classification.build_task", "neode_cli.tasks.classification.ClassificationTask"),
+        "fashion_mnist": ("neode_cli.tasks.classification.build_task",
+                          "neode_cli.tasks.classification.ClassificationTask"),
+        "spirals": ("neode_cli.tasks.latent.build_task", "neode_cli.data.spirals.make_spirals"),
+        "toy2d": ("neode_cli.tasks.density.build_toy_task",),
+        "energy": ("neode_cli.tasks.density.build_energy_task",),
+    },
+}
+
+for _group, _options in TARGETS.items():
+    for _option, _paths in _options.items():
+        register(_group, f"{_option}_schema", target_schema(*_paths))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_integrator(solver: Any, grad: Any) -> Integrator:
+    """The :class:`Integrator` the ``solver`` and ``grad`` groups describe (not yet checked: see :func:`validate`)."""
+    options = {name: solver[name] for name in SOLVER_OPTIONS if solver.get(name) is not None}
+    return Integrator(method=solver.method, rtol=float(solver.rtol), atol=float(solver.atol), gradient=grad.method,
+                      options=options or None, backend=solver.backend)
+
+
+def _checked_integrator(solver: Any, grad: Any) -> Integrator:
+    """:func:`build_integrator`, checked by the solver core; its refusal becomes a :class:`ConfigError` naming
+    the config key: keys are handed to the solver one at a time, and the first one it refuses is named."""
+    steps = [("solver.method", "method", solver.method), ("solver.rtol", "rtol", float(solver.rtol)),
+             ("solver.atol", "atol", float(solver.atol)), ("solver.backend", "backend", solver.backend),
+             ("grad.method", "gradient", grad.method)]
+    steps += [(f"solver.{name}", name, solver[name]) for name in SOLVER_OPTIONS if solver.get(name) is not None]
+    arguments: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, name, value in steps:
+        (options if name in SOLVER_OPTIONS else arguments)[name] = value
+        try:
+            Integrator(**arguments, options=dict(options) or None).check()
+        except ValueError as exc:
+            raise ConfigError(f"{key}={value}: {' '.join(str(exc).split())}") from None
+    if solver.method in FIXED_METHODS and solver.step_size is None:
+        # The solver would take one step per output time; in a config that is almost always an omission.
+        raise ConfigError(f"fixed-step solver {solver.method!r} needs a step size: add solver.step_size=0.1 "
+                          "(or pick an adaptive solver, e.g. solver=dopri5)")
+    return build_integrator(solver, grad)
 
 
 def _check_limit(name: str, value: Union[int, float, None]) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or value <= 0 or (isinstance(value, float) and value > 1.0):
+    if isinstance(value, bool) or not value > 0 or (isinstance(value, float) and value > 1.0):
         raise ConfigError(f"{name}={value!r} is invalid: use a fraction in (0, 1], a positive batch count, or null for all")
 
 
-def validate(cfg: Any) -> None:
-    """Check the composed train config beyond types; raise :class:`ConfigError` (one line) on the first problem."""
-    solver = cfg.solver
-    known = FIXED_GRID_METHODS + ADAPTIVE_METHODS
-    if solver.method not in known:
-        raise ConfigError(f"unknown solver method {solver.method!r}; valid: {', '.join(known)} (e.g. solver=dopri5)")
-    if solver.backend not in BACKENDS:
-        raise ConfigError(f"unknown solver.backend {solver.backend!r}; valid: {', '.join(BACKENDS)}")
-    for name in ("rtol", "atol"):
-        if getattr(solver, name) < 0:
-            raise ConfigError(f"solver.{name}={getattr(solver, name)} is negative; tolerances must be >= 0 (e.g. solver.{name}=1e-3)")
-    if solver.method in ADAPTIVE_METHODS and solver.rtol == 0 and solver.atol == 0:
-        raise ConfigError("solver.rtol and solver.atol are both 0; an adaptive solver needs a positive tolerance")
-    if solver.method in FIXED_GRID_METHODS:
-        if solver.step_size is None:
-            raise ConfigError(f"fixed-step solver {solver.method!r} needs a step size: add solver.step_size=0.1 (or pick an adaptive solver, e.g. solver=dopri5)")
-    if solver.method in ADAPTIVE_METHODS and solver.step_size is not None:
-        raise ConfigError(f"solver.step_size applies to fixed-step methods only, not {solver.method!r}; use solver.first_step for an initial step or drop it")
-    adaptive_only = [n for n in ("first_step", "safety", "ifactor", "dfactor") if getattr(solver, n) is not None]
-    if solver.method in FIXED_GRID_METHODS and adaptive_only:
-        raise ConfigError(f"solver.{adaptive_only[0]} applies to adaptive methods only, not fixed-step {solver.method!r}; drop it")
-    if solver.step_size is not None and solver.step_size <= 0:
-        raise ConfigError(f"solver.step_size={solver.step_size} must be positive")
-    for name in ("max_num_steps",):
-        value = getattr(solver, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"solver.{name}={value} must be positive")
-    if cfg.grad.method not in GRADIENT_METHODS:
-        raise ConfigError(f"unknown gradient method grad.method={cfg.grad.method!r}; valid: {', '.join(GRADIENT_METHODS)}")
+def _check_data(data: Any) -> None:
+    """Hand the ``data`` group's values to the ``check_options`` of its builder's module (see
+    ``neode_cli/tasks/base.py``); its :class:`~neode_cli.tasks.base.OptionError` names the key."""
+    from .tasks.base import OptionError
+
+    module = importlib.import_module(str(data._target_).rpartition(".")[0])
+    check = getattr(module, "check_options", None)
+    if check is None:
+        return
+    try:
+        check(**{k: v for k, v in data.items() if k != "_target_"})
+    except OptionError as exc:
+        raise ConfigError(f"data.{exc}") from None
+
+
+def validate(cfg: Any) -> Integrator:
+    """Check the composed train config beyond types; return the integrator it describes, checked by the
+    solver core. Raise :class:`ConfigError` (one line naming the key) on the first problem."""
+    integrator = _checked_integrator(cfg.solver, cfg.grad)
     optim = cfg.optim
     if optim.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer optim.name={optim.name!r}; valid: {', '.join(OPTIMIZERS)}")
-    if optim.lr <= 0:
+    if not optim.lr > 0 or not math.isfinite(optim.lr):
         raise ConfigError(f"optim.lr={optim.lr} must be positive")
     if optim.batch_reference is not None and optim.batch_reference <= 0:
         raise ConfigError(f"optim.batch_reference={optim.batch_reference} must be positive (or null for no lr scaling)")
@@ -200,220 +366,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"unknown trainer.device={trainer.device!r}; valid: {', '.join(DEVICES)}")
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"unknown logger.name={cfg.logger.name!r}; valid: {', '.join(LOGGERS)} (e.g. logger=none)")
-    if cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed} must be non-negative")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Model and data schemas (C2, E, F append here, one delimited block per owner; do not edit others' blocks).
-# Pattern: a dataclass with ``_target_`` and the constructor kwargs, then
-# ``register("model", "<name>_schema", Schema)`` (or group "data"); the yaml lists ``<name>_schema`` first.
-# ---------------------------------------------------------------------------------------------------------
-
-# ---- C2: MNIST classification (models odenet | rknet | resnet | mlp; data mnist | fashion_mnist) --------
-from .models.blocks import Downsampling  # noqa: E402  (an Enum: a typo like downsampling=cnv fails at compose)
-
-
-@dataclasses.dataclass
-class ODENetSchema:
-    """ODE-Net / RK-Net (``neode_cli.models.odenet.ODENet``); the integrator is passed in by the loop."""
-
-    _target_: str = "neode_cli.models.odenet.ODENet"
-    downsampling: Downsampling = Downsampling.conv
-    channels: int = 64
-    in_channels: int = 1
-    num_classes: int = 10
-
-
-@dataclasses.dataclass
-class ResNetSchema:
-    """ResNet baseline (``neode_cli.models.resnet.ResNet``)."""
-
-    _target_: str = "neode_cli.models.resnet.ResNet"
-    downsampling: Downsampling = Downsampling.conv
-    num_blocks: int = 6
-    channels: int = 64
-    in_channels: int = 1
-    num_classes: int = 10
-
-
-@dataclasses.dataclass
-class MLPSchema:
-    """784-300-10 MLP (``neode_cli.models.mlp.MLP``)."""
-
-    _target_: str = "neode_cli.models.mlp.MLP"
-    in_features: int = 784
-    hidden: int = 300
-    num_classes: int = 10
-
-
-@dataclasses.dataclass
-class ClassificationDataSchema:
-    """MNIST-like classification data (``neode_cli.tasks.classification.build_task``); the loop adds device."""
-
-    _target_: str = "neode_cli.tasks.classification.build_task"
-    name: str = "mnist"  # mnist | fashion_mnist
-    root: str = "data/mnist"
-    mirrors: Optional[List[str]] = None
-    download: bool = True
-    batch_size: int = 128
-    test_batch_size: int = 1000
-    augmentation: bool = True
-    crop_padding: int = 4
-    mean: float = 0.0
-    std: float = 1.0
-    drop_last: bool = True
-    ode_error_samples: int = 128
-
-
-register("model", "odenet_schema", ODENetSchema)
-register("model", "rknet_schema", ODENetSchema)
-register("model", "resnet_schema", ResNetSchema)
-register("model", "mlp_schema", MLPSchema)
-register("data", "mnist_schema", ClassificationDataSchema)
-register("data", "fashion_mnist_schema", ClassificationDataSchema)
-# ---- end C2 ----------------------------------------------------------------------------------------------
-
-
-# ---- F: continuous normalizing flows (models cnf | planar_nf; data toy2d | energy) ------------------------
-
-
-@dataclasses.dataclass
-class CNFSchema:
-    """Continuous normalizing flow (``neode_cli.models.cnf.CNF``); the integrator is passed in by the loop."""
-
-    _target_: str = "neode_cli.models.cnf.CNF"
-    field: str = "planar"  # planar (paper: gated units from a hypernetwork of t) | mlp (FFJORD)
-    dim: int = 2
-    units: int = 64  # planar: hidden units M
-    hyper_hidden: int = 32  # planar: hypernetwork hidden units
-    hidden_dims: List[int] = dataclasses.field(default_factory=lambda: [64, 64, 64])  # mlp
-    layer: str = "concatsquash"  # mlp: concatsquash | concat
-    trace: str = "exact"  # exact | hutchinson (training only; evaluation is always exact)
-    noise: str = "gaussian"  # hutchinson probe: gaussian | rademacher
-    t1: float = 1.0  # integration time [0, t1]
-    base_std: float = 1.0  # base density N(0, base_std^2 I)
-
-
-@dataclasses.dataclass
-class PlanarFlowSchema:
-    """Discrete planar flow baseline (``neode_cli.models.planar.PlanarFlow``)."""
-
-    _target_: str = "neode_cli.models.planar.PlanarFlow"
-    dim: int = 2
-    units: int = 8  # K one-unit planar layers
-    base_std: float = 1.0
-    init_std: float = 0.1
-
-
-@dataclasses.dataclass
-class ToyDataSchema:
-    """Maximum likelihood on a 2-D toy (``neode_cli.tasks.density.build_toy_task``); the loop adds device."""
-
-    _target_: str = "neode_cli.tasks.density.build_toy_task"
-    name: str = "circles"  # circles | moons | 8gaussians | pinwheel | 2spirals | checkerboard | rings | swissroll
-    batch_size: int = 512
-    batches_per_epoch: int = 63
-    n_test: int = 5000
-    test_batch_size: int = 1000
-    test_seed: int = 1234
-    plot_range: float = 4.0
-    grid_size: int = 64
-    figure_samples: int = 2000
-
-
-@dataclasses.dataclass
-class EnergyDataSchema:
-    """Density matching to a target energy (``neode_cli.tasks.density.build_energy_task``)."""
-
-    _target_: str = "neode_cli.tasks.density.build_energy_task"
-    target: str = "u1"  # u1 | u2 | u3 | u4 (Rezende & Mohamed 2015)
-    batch_size: int = 256
-    batches_per_epoch: int = 63
-    n_eval: int = 4096
-    eval_batch_size: int = 1024
-    eval_seed: int = 1234
-    plot_range: float = 4.0
-    grid_size: int = 64
-    figure_samples: int = 2000
-
-
-register("model", "cnf_schema", CNFSchema)
-register("model", "planar_nf_schema", PlanarFlowSchema)
-register("data", "toy2d_schema", ToyDataSchema)
-register("data", "energy_schema", EnergyDataSchema)
-# ---- end F -----------------------------------------------------------------------------------------------
-
-
-# ---- D: `neode compare` (conf/compare.yaml) ---------------------------------------------------------------
-@dataclasses.dataclass
-class CompareSchema:
-    """The root of ``conf/compare.yaml``: which runs to report and where (see neode_cli/report/compare.py)."""
-
-    experiment: Optional[str] = None  # a plain name here, not the train config group
-    runs: Any = dataclasses.field(default_factory=list)  # one path or a list of paths
-    budget: Optional[str] = None
-    out: Optional[str] = None
-    root: str = "outputs"
-
-
-register(None, "compare_schema", CompareSchema)
-# ---- end D -----------------------------------------------------------------------------------------------
-
-
-# ---- E: latent time series (models latent_ode | rnn; data spirals) ---------------------------------------
-from .models.rnn import Cell  # noqa: E402  (an Enum: a typo like model.cell=lstm fails at compose)
-
-
-@dataclasses.dataclass
-class LatentODESchema:
-    """Latent ODE (``neode_cli.models.latent_ode.LatentODE``); the integrator is passed in by the loop."""
-
-    _target_: str = "neode_cli.models.latent_ode.LatentODE"
-    obs_dim: int = 2
-    latent_dim: int = 4  # paper: 4
-    rec_hidden: int = 25  # recognition RNN units (paper: 25)
-    dyn_hidden: int = 20  # dynamics MLP hidden units (paper: 20)
-    dec_hidden: int = 20  # decoder hidden units (paper: 20)
-    likelihood_std: float = 0.3  # fixed std of the Gaussian likelihood (latent_ode.yaml: ${data.noise_std})
-    cell: Cell = Cell.rnn  # recognition RNN cell: rnn (Elman, as the paper and authors' example) | gru
-    activation: str = "elu"  # dynamics nonlinearity: elu (authors' example) | tanh (smooth)
-
-
-@dataclasses.dataclass
-class RNNSchema:
-    """RNN baseline (``neode_cli.models.rnn.RNNBaseline``)."""
-
-    _target_: str = "neode_cli.models.rnn.RNNBaseline"
-    obs_dim: int = 2
-    hidden: int = 25  # paper: 25
-    cell: Cell = Cell.rnn  # rnn (Elman, the paper's "RNN") | gru
-    min_std: float = 1e-3  # floor of the predicted standard deviation
-
-
-@dataclasses.dataclass
-class SpiralsDataSchema:
-    """Irregularly observed spirals (``neode_cli.tasks.latent.build_task``); the loop adds device."""
-
-    _target_: str = "neode_cli.tasks.latent.build_task"
-    n_spirals: int = 1000
-    n_train: int = 800
-    n_window: int = 100
-    n_extrap: int = 100
-    n_obs: int = 100
-    n_grid: int = 1000
-    theta_max: float = 18.84955592153876  # 6 * pi
-    a: float = 0.0
-    b: float = 0.3
-    centre: float = 5.0
-    noise_std: float = 0.3
-    seed: int = 0
-    batch_size: int = 100
-    test_batch_size: int = 200
-    figure_spirals: int = 4
-
-
-register("model", "latent_ode_schema", LatentODESchema)
-register("model", "rnn_schema", RNNSchema)
-register("data", "spirals_schema", SpiralsDataSchema)
-# ---- end E -----------------------------------------------------------------------------------------------
+    if not 0 <= cfg.seed < SEED_RANGE:
+        raise ConfigError(f"seed={cfg.seed} is out of range: use 0 <= seed < 2**32")
+    _check_data(cfg.data)
+    return integrator

@@ -1,11 +1,14 @@
 """The integrator a model receives: a solver method plus a gradient method, built once from config.
 
-Models call ``integrator(func, y0, t)`` and never see config, tolerances or counters.
+Models call ``integrator(func, y0, t)`` and never see config, tolerances or counters. The option rules
+(which options a method takes, valid tolerances, ...) are the solver core's alone: :meth:`Integrator.check`
+asks the solver instead of repeating them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -13,6 +16,13 @@ import torch
 from . import ode
 
 GRADIENT_METHODS = ("backprop", "adjoint", "adjoint_seminorm")
+
+
+class _Still(torch.nn.Module):
+    """``dy/dt = 0``: the field of :meth:`Integrator.check`'s empty solve."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(y)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +45,19 @@ class Integrator:
     def __post_init__(self) -> None:
         if self.gradient not in GRADIENT_METHODS:
             raise ValueError(f"unknown gradient method {self.gradient!r}; valid: {', '.join(GRADIENT_METHODS)}")
+        if self.backend not in ode.BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(ode.BACKENDS)}")
+
+    def check(self) -> None:
+        """Raise the solver core's own ValueError if this method, these tolerances or options cannot run.
+
+        It makes the call a model makes (``odeint`` or ``odeint_adjoint`` with the same arguments) on a problem
+        with nothing to solve: ``dy/dt = 0`` for one scalar, asked for at its initial time only. So every rule
+        the solver has is applied by the solver, before any work. The rules checked are neode's, whatever the
+        backend (``torchdiffeq`` receives the same options). Call it outside ``collect_stats`` (it is a solve).
+        """
+        with torch.no_grad():
+            replace(self, backend="neode")(_Still(), torch.zeros(1), torch.zeros(1))
 
     def __call__(self, func: torch.nn.Module, y0, t: torch.Tensor):
         """Return the solution at times ``t``: shape ``(len(t), *y0.shape)`` (a tuple for tuple ``y0``)."""

@@ -42,9 +42,10 @@ from .ode import SolverError, collect_stats
 from .interrupts import Interrupted, StopSignals, exit_code, signal_name
 from .run_lock import RunLock, RunLocked
 from .runs import RunRecord
+from .tasks.base import batch_limit
 from .tensorboard_log import open_writer, write_hparams
 
-__all__ = ["RunError", "train", "batch_limit", "resolve_device", "build_integrator", "build_model", "build_optimizer"]
+__all__ = ["RunError", "train", "resolve_device", "build_model", "build_optimizer"]
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_integrator(solver: Any, grad: Any) -> Integrator:
-    """The :class:`Integrator` a model receives, from the ``solver`` and ``grad`` config groups."""
-    options = {name: solver[name] for name in ("step_size", "first_step", "max_num_steps", "safety", "ifactor", "dfactor")
-               if solver.get(name) is not None}
-    return Integrator(method=solver.method, rtol=float(solver.rtol), atol=float(solver.atol), gradient=grad.method,
-                      options=options or None, backend=solver.backend)
-
-
 def build_model(model_cfg: Any, integrator: Integrator) -> torch.nn.Module:
     """``instantiate(model_cfg)``, handing it ``integrator`` when its constructor takes one."""
     target = get_class(model_cfg._target_)
@@ -114,15 +107,6 @@ def build_optimizer(optim: Any, parameters, batch_size: int | None):
         optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)
     return optimizer, scheduler
-
-
-def batch_limit(total: int | None, limit: int | float | None) -> int | None:
-    """How many of ``total`` batches to run: a float is a fraction (at least 1 batch), an int a count."""
-    if limit is None:
-        return total
-    if isinstance(limit, float):
-        return None if total is None else max(1, int(total * limit))
-    return limit if total is None else min(total, limit)
 
 
 def versions() -> dict[str, str | None]:
@@ -349,7 +333,7 @@ class _Run:
     def build(self) -> _Built:
         """Validate the config, pick the device, seed, and build task, model, optimizer and schedule."""
         cfg, summary = self.cfg, self.summary
-        validate(cfg)
+        integrator = validate(cfg)  # the solver and grad groups, checked by the solver core
         device = resolve_device(cfg.trainer.device)
         summary["device"] = str(device)
         if cfg.trainer.threads is not None:
@@ -361,7 +345,7 @@ class _Run:
         summary.update(task.record_fields())
         # Reseed so the model's initial weights do not depend on how much randomness the data used.
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, build_integrator(cfg.solver, cfg.grad)).to(device)
+        model = build_model(cfg.model, integrator).to(device)
         summary["params"] = count_parameters(model)
         optimizer, scheduler = build_optimizer(cfg.optim, model.parameters(), cfg.data.get("batch_size"))
         summary["lr"] = optimizer.param_groups[0]["lr"]
@@ -492,7 +476,7 @@ class _Run:
                 if self.writer is not None and position.global_step % every == 0:
                     for key, value in values.items():
                         self.writer.add_scalar(f"train/{key}", value, position.global_step)
-                bar.set_postfix(_postfix(loss_value, metrics, stats), refresh=False)
+                bar.set_postfix(_postfix(loss_value, metrics, stats, task.progress_keys), refresh=False)
                 bar.update(1)
                 partial.elapsed_s = elapsed_before + time.perf_counter() - start
                 if self.stop.requested:
@@ -518,15 +502,12 @@ class _Run:
         """Step the schedule, evaluate, append the row, log it, checkpoint, rewrite the summary, figures."""
         cfg, position, model, task = self.cfg, self.position, built.model, built.task
         built.scheduler.step()
-        with collect_stats() as eval_stats:
-            eval_start = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                test = task.evaluate(model, cfg.trainer.limit_test_batches)
-            row["eval_time_s"] = time.perf_counter() - eval_start
+        eval_start = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            test = task.evaluate(model, cfg.trainer.limit_test_batches)  # its own test_nfe_forward too
+        row["eval_time_s"] = time.perf_counter() - eval_start
         row.update(test)
-        if eval_stats.solves and "test_nfe_forward" not in row:
-            row["test_nfe_forward"] = eval_stats.nfe_forward / eval_stats.solves  # mean per test solve
         position.epoch += 1
         position.batch, position.partial, position.epoch_rng = 0, None, None
         position.train_time_s += row["epoch_time_s"]
@@ -647,11 +628,10 @@ class _Run:
 _ROW_ONLY = ("epoch", "batches", "eval_time_s")
 
 
-def _postfix(loss_value: float, metrics: dict, stats) -> dict[str, str]:
-    """The progress bar's postfix after a batch."""
+def _postfix(loss_value: float, metrics: dict, stats, keys) -> dict[str, str]:
+    """The progress bar's postfix after a batch: the loss, the task's ``progress_keys`` metrics, NFE."""
     postfix = {"loss": f"{loss_value:.4f}"}
-    if "accuracy" in metrics:
-        postfix["acc"] = f"{float(metrics['accuracy']):.3f}"
+    postfix.update({key: f"{float(metrics[key]):.3f}" for key in keys})
     postfix["nfe"] = f"{stats.nfe_forward}/{stats.nfe_backward}"
     return postfix
 

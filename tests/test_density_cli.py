@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import read_summary, run_neode
 
 
+@pytest.mark.slow  # an end-to-end sweep; the default suite covers its parts faster
 def test_fig4_smoke_sweep_trains_nf_and_cnf_and_records_kl_loss(tmp_path):
     sweep = tmp_path / "fig4"
     status = run_neode(["train", "-m", "experiment=fig4", "budget=smoke", f"hydra.sweep.dir={sweep}"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from conftest import run_neode
 
 from neode_cli.report.compare import main as compare_main
@@ -15,6 +17,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # an end-to-end sweep; the default suite covers its parts faster
 def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # sweeps write to ./outputs/<experiment>/<budget>/
     data = f"data.root={tiny_mnist}"  # the tiny IDX dataset instead of Fashion-MNIST: seconds, not minutes

@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 
 from neode_cli.measure import PeakMemory, SavedTensorMeter, count_parameters
 from neode_cli.runs import RunRecord, read_jsonl, to_jsonable, write_json_atomic
-from neode_cli.train import batch_limit, build_integrator, build_model, build_optimizer, resolve_device
+from neode_cli.config import build_integrator
+from neode_cli.tasks.base import batch_limit
+from neode_cli.train import build_model, build_optimizer, resolve_device
 
 
 def chain(x: torch.Tensor, weight: torch.Tensor, layers: int) -> torch.Tensor:

@@ -18,11 +18,12 @@ no config: :func:`make_spirals` takes plain arguments.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 
 import torch
 
-__all__ = ["SpiralSet", "make_spirals", "spiral_curve", "sample_observation_indices"]
+__all__ = ["SpiralSet", "check_spiral_options", "make_spirals", "spiral_curve", "sample_observation_indices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +89,44 @@ def sample_observation_indices(n_spirals: int, n_window: int, n_obs: int,
     return chosen.sort(dim=1).values
 
 
-def make_spirals(*, n_spirals: int = 1000, n_train: int = 800, n_window: int = 100, n_extrap: int = 100,
-                 n_obs: int = 100, n_grid: int = 1000, theta_max: float = 6 * math.pi, a: float = 0.0,
-                 b: float = 0.3, centre: float = 5.0, noise_std: float = 0.3, seed: int = 0) -> SpiralSet:
+def check_spiral_options(**options) -> None:
+    """Raise ``ValueError`` if the keyword arguments ``options`` of :func:`make_spirals` (absent ones take its
+    defaults) cannot make a data set; the message starts with ``<argument>=<value>``. Nothing is generated."""
+    bound = inspect.signature(make_spirals).bind(**options)
+    bound.apply_defaults()
+    o = bound.arguments
+    for name in ("n_spirals", "n_window", "n_grid"):
+        if not o[name] >= 1:
+            raise ValueError(f"{name}={o[name]} must be at least 1")
+    if not o["n_extrap"] >= 0:
+        raise ValueError(f"n_extrap={o['n_extrap']} must be >= 0")
+    if not 0 < o["n_train"] < o["n_spirals"]:
+        raise ValueError(f"n_train={o['n_train']} must be between 1 and n_spirals - 1 = {o['n_spirals'] - 1}")
+    if o["n_grid"] < o["n_window"] + o["n_extrap"]:
+        raise ValueError(f"n_grid={o['n_grid']} is shorter than n_window + n_extrap = {o['n_window'] + o['n_extrap']}")
+    if not 1 <= o["n_obs"] <= o["n_window"]:
+        raise ValueError(f"n_obs={o['n_obs']} must be between 1 and n_window={o['n_window']}")
+    if not (math.isfinite(o["theta_max"]) and o["theta_max"] > 0):
+        raise ValueError(f"theta_max={o['theta_max']} must be a finite number > 0")
+    if not (math.isfinite(o["noise_std"]) and o["noise_std"] >= 0):
+        raise ValueError(f"noise_std={o['noise_std']} must be a finite number >= 0")
+
+
+# These defaults are the config's too (``data=spirals``): the schema is generated from this signature.
+def make_spirals(*,
+                 n_spirals: int = 1000,  # paper: 1000
+                 n_train: int = 800,  # the rest is the test set (our choice; the paper does not say)
+                 n_window: int = 100,  # paper: 100 equally spaced times per trajectory window
+                 n_extrap: int = 100,  # paper: RMSE on 100 time points beyond the window
+                 n_obs: int = 100,  # observed points per window, without replacement (paper: 30 | 50 | 100)
+                 n_grid: int = 1000,  # points of the spiral on [0, theta_max] (authors' example)
+                 theta_max: float = 6 * math.pi,  # authors' example
+                 a: float = 0.0,  # r = a + b * theta (authors' example)
+                 b: float = 0.3,
+                 centre: float = 5.0,  # centres at (+-centre, 0) (authors' example)
+                 noise_std: float = 0.3,  # Gaussian observation noise (authors' example)
+                 seed: int = 0,  # data seed: spirals, starts, directions, noise and observation pattern
+                 ) -> SpiralSet:
     """Generate the spiral data set, deterministically from ``seed``.
 
     The underlying angle grid has ``n_grid`` equally spaced points on ``[0, theta_max]``; window time equals
@@ -99,11 +135,9 @@ def make_spirals(*, n_spirals: int = 1000, n_train: int = 800, n_window: int = 1
     The spirals themselves do not depend on ``n_obs`` (the observation pattern uses its own random stream),
     so runs with different ``n_obs`` see the same trajectories.
     """
+    check_spiral_options(n_spirals=n_spirals, n_train=n_train, n_window=n_window, n_extrap=n_extrap, n_obs=n_obs,
+                         n_grid=n_grid, theta_max=theta_max, noise_std=noise_std)
     length = n_window + n_extrap
-    if n_grid < length:
-        raise ValueError(f"n_grid={n_grid} is shorter than n_window + n_extrap = {length}")
-    if not 0 < n_train < n_spirals:
-        raise ValueError(f"n_train={n_train} must be between 1 and n_spirals - 1 = {n_spirals - 1}")
     spirals_rng = torch.Generator().manual_seed(seed)
     dt = theta_max / (n_grid - 1)
     start_index = torch.randint(0, n_grid - length + 1, (n_spirals,), generator=spirals_rng)

@@ -199,9 +199,18 @@ class CNF(nn.Module):
     only in training mode: evaluation (``model.eval()``) always uses the exact trace.
     """
 
-    def __init__(self, integrator: Callable, field: str = "planar", dim: int = 2, units: int = 64,
-                 hyper_hidden: int = 32, hidden_dims: Sequence[int] = (64, 64, 64), layer: str = "concatsquash",
-                 trace: str = "exact", noise: str = "gaussian", t1: float = 1.0, base_std: float = 1.0):
+    # These defaults are the config's too (``model=cnf``): the schema is generated from this signature.
+    def __init__(self, integrator: Callable,
+                 field: str = "planar",  # planar (paper: gated units from a hypernetwork of t) | mlp (FFJORD)
+                 dim: int = 2,
+                 units: int = 64,  # planar: hidden units M (Figure 5: 64; Figure 4 sweeps 2, 8, 32)
+                 hyper_hidden: int = 32,  # planar: hypernetwork hidden units (authors' example)
+                 hidden_dims: Sequence[int] = (64, 64, 64),  # mlp: FFJORD's toy architecture
+                 layer: str = "concatsquash",  # mlp: concatsquash (FFJORD's default) | concat
+                 trace: str = "exact",  # exact (one autograd pass per dimension) | hutchinson (training only)
+                 noise: str = "gaussian",  # hutchinson probe, drawn once per solve: gaussian | rademacher
+                 t1: float = 1.0,  # integrate over [0, t1] (authors' example: 10; FFJORD: 0.5, learned)
+                 base_std: float = 1.0):  # base density N(0, base_std^2 I)
         super().__init__()
         _check_choice("vector field", field, FIELDS)
         _check_choice("trace", trace, TRACES)

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .rnn import make_recurrent, time_gaps
+from .rnn import Cell, make_recurrent, time_gaps
 
 __all__ = ["LatentODE", "LatentDynamics", "ACTIVATIONS"]
 
@@ -49,9 +49,16 @@ class LatentODE(nn.Module):
     dynamics' nonlinearity (:data:`ACTIVATIONS`).
     """
 
-    def __init__(self, integrator, obs_dim: int = 2, latent_dim: int = 4, rec_hidden: int = 25,
-                 dyn_hidden: int = 20, dec_hidden: int = 20, likelihood_std: float = 0.3, cell: str = "rnn",
-                 activation: str = "elu"):
+    # These defaults are the config's too (``model=latent_ode``): the schema is generated from this signature.
+    def __init__(self, integrator,
+                 obs_dim: int = 2,
+                 latent_dim: int = 4,  # paper: 4
+                 rec_hidden: int = 25,  # recognition RNN units (paper: 25)
+                 dyn_hidden: int = 20,  # dynamics f: one hidden layer (paper: 20 units)
+                 dec_hidden: int = 20,  # decoder: one hidden layer (paper: 20 units), ReLU
+                 likelihood_std: float = 0.3,  # fixed std of the Gaussian likelihood (latent_ode.yaml: the data's)
+                 cell: Cell | str = "rnn",  # recognition RNN: rnn (plain tanh RNN, as the authors' example) | gru
+                 activation: str = "elu"):  # of the dynamics: elu (authors' example) | tanh (smooth)
         super().__init__()
         if likelihood_std <= 0:
             raise ValueError(f"likelihood_std must be positive, got {likelihood_std}")

@@ -11,7 +11,10 @@ class MLP(nn.Module):
     784-300-10. Accepts images of any shape whose trailing dimensions multiply to ``in_features``.
     """
 
-    def __init__(self, in_features: int = 784, hidden: int = 300, num_classes: int = 10):
+    # These defaults are the config's too (``model=mlp``): the schema is generated from this signature.
+    def __init__(self, in_features: int = 784,  # 28 x 28 pixels, flattened
+                 hidden: int = 300,
+                 num_classes: int = 10):
         super().__init__()
         self.in_features = in_features
         self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))

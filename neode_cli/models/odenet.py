@@ -59,8 +59,12 @@ class ODENet(nn.Module):
     set the sizes. Input ``(B, in_channels, 28, 28)`` (or ``(B, 28, 28)``), output logits ``(B, num_classes)``.
     """
 
-    def __init__(self, integrator: Integrator, downsampling: Downsampling | str = "conv", channels: int = 64,
-                 in_channels: int = 1, num_classes: int = 10):
+    # These defaults are the config's too (``model=odenet``): the schema is generated from this signature.
+    def __init__(self, integrator: Integrator,
+                 downsampling: Downsampling | str = "conv",  # conv: Conv3x3 + two strided Conv4x4 | res: ResBlocks
+                 channels: int = 64,  # stem, ODE function and head (GroupNorm uses min(32, C) groups)
+                 in_channels: int = 1,  # grayscale MNIST / Fashion-MNIST
+                 num_classes: int = 10):
         super().__init__()
         self.stem = downsampling_stem(downsampling, in_channels, channels)
         self.ode_block = ODEBlock(ODEFunc(channels), integrator)

@@ -35,7 +35,11 @@ class PlanarFlow(nn.Module):
     (Figures 4-5); it is also what lets one sweep set both models' size (``model.units=2,8,32``).
     """
 
-    def __init__(self, dim: int = 2, units: int = 8, base_std: float = 1.0, init_std: float = 0.1):
+    # These defaults are the config's too (``model=planar_nf``): the schema is generated from this signature.
+    def __init__(self, dim: int = 2,
+                 units: int = 8,  # K layers of one planar unit each (Figure 4 sweeps 2, 8, 32; Figure 5: 64)
+                 base_std: float = 1.0,  # base density N(0, base_std^2 I)
+                 init_std: float = 0.1):  # std of the initial w and u (b starts at 0): close to the identity
         super().__init__()
         if units < 1 or base_std <= 0:
             raise ValueError(f"need units >= 1 and base_std > 0, got units={units}, base_std={base_std}")

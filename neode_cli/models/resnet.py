@@ -13,8 +13,12 @@ class ResNet(nn.Module):
     residual blocks, head. Input ``(B, in_channels, 28, 28)`` (or ``(B, 28, 28)``), logits ``(B, num_classes)``.
     """
 
-    def __init__(self, downsampling: Downsampling | str = "conv", num_blocks: int = 6, channels: int = 64,
-                 in_channels: int = 1, num_classes: int = 10):
+    # These defaults are the config's too (``model=resnet``): the schema is generated from this signature.
+    def __init__(self, downsampling: Downsampling | str = "conv",  # conv | res (see ODENet)
+                 num_blocks: int = 6,  # the paper's 6 blocks
+                 channels: int = 64,
+                 in_channels: int = 1,
+                 num_classes: int = 10):
         super().__init__()
         self.stem = downsampling_stem(downsampling, in_channels, channels)
         self.blocks = nn.Sequential(*(ResBlock(channels) for _ in range(num_blocks)))

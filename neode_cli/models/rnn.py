@@ -55,7 +55,11 @@ class RNNBaseline(nn.Module):
     next input. ``hidden=25`` is the paper's size.
     """
 
-    def __init__(self, obs_dim: int = 2, hidden: int = 25, cell: Cell | str = "rnn", min_std: float = 1e-3):
+    # These defaults are the config's too (``model=rnn``): the schema is generated from this signature.
+    def __init__(self, obs_dim: int = 2,
+                 hidden: int = 25,  # paper: 25
+                 cell: Cell | str = "rnn",  # rnn (plain tanh RNN: the paper's "RNN") | gru (a much stronger baseline)
+                 min_std: float = 1e-3):  # floor of the predicted standard deviation (keeps the NLL finite)
         super().__init__()
         self.obs_dim = obs_dim
         self.min_std = min_std

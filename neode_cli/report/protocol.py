@@ -112,7 +112,7 @@ def _test_images(run: Run) -> int | None:
         return None
     if limit is None or not isinstance(size, int):
         return n_test
-    from ..train import batch_limit  # the loop's (and the task's) own rule for batch limits
+    from ..tasks.base import batch_limit  # the loop's (and the tasks') one rule for batch limits
 
     count = batch_limit(-(-n_test // size), limit)
     return min(n_test, count * size)

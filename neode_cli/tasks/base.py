@@ -3,15 +3,72 @@
 The loop (``neode_cli/train.py``) owns control flow: epochs, optimizer steps, measurement, checkpoints and
 the run record. A task owns one decision: what a batch's loss is and what an evaluation measures. The loop
 never branches on model or task names.
+
+A task module whose builder is a ``_target_`` of ``conf/data/`` may define ``check_options(**options)``: the
+checks of the builder's arguments that need no data, raising :class:`OptionError`. The builder calls it first,
+and config validation (``neode_cli.config.validate``) calls the same function, so a value that cannot work
+is refused before any work, by one rule.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable, Mapping
 
 import torch
+
+__all__ = ["Task", "OptionError", "batch_limit", "require_at_least", "require_positive", "require_choice",
+           "present"]
+
+
+class OptionError(ValueError):
+    """An argument of a task builder that cannot work. ``name`` is the argument, which is also the config key
+    under ``data.``; the message is one line that starts with ``name=value``."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def present(options: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """The entries of ``options`` called ``names`` (those that are there), for the ``require_*`` checks."""
+    return {name: options[name] for name in names if name in options}
+
+
+def require_at_least(minimum: int, **values: Any) -> None:
+    """Raise :class:`OptionError` for the first of ``values`` that is not an integer ``>= minimum``."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise OptionError(name, f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def require_positive(**values: Any) -> None:
+    """Raise :class:`OptionError` for the first of ``values`` that is not a finite number ``> 0``."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise OptionError(name, f"{name}={value!r} must be a finite number > 0")
+
+
+def require_choice(name: str, value: Any, valid: Collection[str]) -> None:
+    """Raise :class:`OptionError` unless ``value`` is one of ``valid``."""
+    if value not in valid:
+        raise OptionError(name, f"{name}={value!r} is unknown; valid: {', '.join(valid)}")
+
+
+def batch_limit(total: int | None, limit: int | float | None) -> int | None:
+    """How many of ``total`` batches a ``limit`` means (the rule of ``trainer.limit_*_batches``).
+
+    A float in (0, 1] is a fraction of ``total`` (rounded down, at least 1 batch), an int a count (at most
+    ``total``), None all of them; ``total`` None means "unknown length" (a fraction then gives None: all).
+    The loop applies it to training batches and every task to its evaluation batches, so one rule holds.
+    """
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return None if total is None else max(1, int(total * limit))
+    return limit if total is None else min(total, limit)
 
 
 class Task(abc.ABC):
@@ -23,6 +80,9 @@ class Task(abc.ABC):
 
     #: Name recorded in the run record (``metrics.json["task"]``).
     name: str = "task"
+
+    #: Batch metrics of :meth:`training_loss` the progress bar shows next to the loss and NFE.
+    progress_keys: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def train_batches(self, epoch: int) -> Iterable[Any]:
@@ -40,8 +100,10 @@ class Task(abc.ABC):
     def evaluate(self, model: torch.nn.Module, limit_batches: float | int | None = None) -> dict[str, float]:
         """Held-out metrics with flat keys as they appear in ``metrics.json`` (e.g. ``test_error``).
 
-        ``limit_batches``: a fraction (float <= 1) or a count (int) of evaluation batches; None for all.
-        The loop calls this under ``torch.no_grad()`` with ``model.eval()``.
+        ``limit_batches``: a fraction (float <= 1) or a count (int) of evaluation batches; None for all
+        (:func:`batch_limit` says how many). The loop calls this under ``torch.no_grad()`` with
+        ``model.eval()`` and adds the call's wall time (``eval_time_s``); the task reports its own solver
+        work (``test_nfe_forward``) where it has any.
         """
 
     def record_fields(self) -> dict[str, Any]:

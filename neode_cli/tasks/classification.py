@@ -13,13 +13,12 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.mnist import MnistData, load_dataset
+from ..data.mnist import DATASETS, MnistData, load_dataset
 from ..integrator import Integrator
 from ..ode import SolverError, collect_stats
-from ..train import batch_limit
-from .base import Task
+from .base import Task, batch_limit, present, require_at_least, require_choice, require_positive
 
-__all__ = ["ClassificationTask", "build_task", "random_crop"]
+__all__ = ["ClassificationTask", "build_task", "check_options", "random_crop"]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +78,20 @@ class ClassificationTask(Task):
     """
 
     name = "classification"
+    progress_keys = ("accuracy",)
 
-    def __init__(self, data: MnistData, device: torch.device | str = "cpu", batch_size: int = 128,
-                 test_batch_size: int = 1000, augmentation: bool = True, crop_padding: int = 4,
-                 mean: float = 0.0, std: float = 1.0, drop_last: bool = True, ode_error_samples: int = 1000):
-        if batch_size < 1 or test_batch_size < 1:
-            raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, "
-                             f"test_batch_size={test_batch_size}")
+    # These defaults are the config's too (``data=mnist``): the schema is generated from this signature.
+    def __init__(self, data: MnistData, device: torch.device | str = "cpu",
+                 batch_size: int = 128,  # paper protocol
+                 test_batch_size: int = 1000,
+                 augmentation: bool = True,  # RandomCrop(28, padding=crop_padding), as in the authors' example
+                 crop_padding: int = 4,
+                 mean: float = 0.0,  # inputs are pixel/255, then (x - mean) / std: 0 and 1 keep plain [0, 1]
+                 std: float = 1.0,
+                 drop_last: bool = True,  # drop an incomplete last training batch, unless it is the only one
+                 ode_error_samples: int = 128):  # test images for ode_error (every epoch); 0 turns it off
+        check_options(batch_size=batch_size, test_batch_size=test_batch_size, crop_padding=crop_padding,
+                      std=std, ode_error_samples=ode_error_samples)
         self.data_name = data.name
         self.device = torch.device(device)
         # uint8 on the device: 47 MB for MNIST's training set, 4x less than float.
@@ -194,17 +200,28 @@ class _TestBatches:
             yield self.task.make_batch(self.task.test_images, self.task.test_labels, index)
 
 
-def build_task(name: str = "mnist", root: str = "data/mnist", mirrors: Sequence[str] | None = None,
-               download: bool = True, batch_size: int = 128, test_batch_size: int = 1000,
-               augmentation: bool = True, crop_padding: int = 4, mean: float = 0.0, std: float = 1.0,
-               drop_last: bool = True, ode_error_samples: int = 1000,
-               device: torch.device | str = "cpu") -> ClassificationTask:
-    """Load dataset ``name`` (``mnist`` | ``fashion_mnist``) from ``root`` (downloading into it if needed and
-    ``download``) and wrap it in a :class:`ClassificationTask`; the ``_target_`` of ``conf/data/*.yaml``.
+def check_options(**options) -> None:
+    """Raise :class:`~neode_cli.tasks.base.OptionError` naming the first of ``options`` (keyword arguments of
+    :func:`build_task` / :class:`ClassificationTask`; absent ones are not checked) that cannot work."""
+    if "name" in options:
+        require_choice("name", options["name"], DATASETS)
+    require_at_least(1, **present(options, "batch_size", "test_batch_size"))
+    require_at_least(0, **present(options, "crop_padding", "ode_error_samples"))
+    require_positive(**present(options, "std"))
+
+
+def build_task(name: str,  # mnist | fashion_mnist
+               root: str | None = None,  # folder of the four IDX files; None: data/<name> (relative to the cwd)
+               mirrors: Sequence[str] | None = None,  # base URLs to download from; None: the public mirrors
+               download: bool = True,  # False: never touch the network; missing files are an error
+               *, device: torch.device | str = "cpu", **options) -> ClassificationTask:
+    """Load dataset ``name`` from ``root`` (downloading into it if needed and ``download``) and wrap it in a
+    :class:`ClassificationTask` built with ``options`` (its keyword arguments: ``batch_size``, ...); the
+    ``_target_`` of ``conf/data/mnist.yaml`` and ``fashion_mnist.yaml``.
 
     Raises :class:`neode_cli.data.mnist.DataError` (one line) when the files are missing or corrupt.
     """
+    check_options(name=name, **options)
+    root = f"data/{name}" if root is None else root
     data = load_dataset(name, root, mirrors=list(mirrors) if mirrors else None, download=download)
-    return ClassificationTask(data, device=device, batch_size=batch_size, test_batch_size=test_batch_size,
-                              augmentation=augmentation, crop_padding=crop_padding, mean=mean, std=std,
-                              drop_last=drop_last, ode_error_samples=ode_error_samples)
+    return ClassificationTask(data, device=device, **options)

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from ..data.energies import get_energy
+from ..data.energies import ENERGIES, get_energy
 from ..data.toy2d import TOY_SAMPLERS, sample_toy
-from .base import Task
+from ..ode import SolveStats, collect_stats
+from .base import Task, batch_limit, present, require_at_least, require_choice, require_positive
 
 #: Fractions of the integration time (or of the K layers of a discrete flow) shown in the snapshots.
 SNAPSHOT_FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -37,12 +38,11 @@ def _draw_seed() -> int:
     return int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
 
 
-def _count(limit_batches: float | int | None, total: int) -> int:
-    if limit_batches is None:
-        return total
-    if isinstance(limit_batches, float):
-        return max(1, math.ceil(limit_batches * total))
-    return min(total, int(limit_batches))
+def _with_solver_work(metrics: dict[str, float], stats: SolveStats) -> dict[str, float]:
+    """``metrics`` plus ``test_nfe_forward`` (mean forward NFE per evaluation solve) when the model solved."""
+    if stats.solves:
+        metrics["test_nfe_forward"] = stats.nfe_forward / stats.solves
+    return metrics
 
 
 class _FlowFigures:
@@ -158,10 +158,13 @@ class ToyDensityTask(Task):
         return loss, {"nll": loss.item()}
 
     def evaluate(self, model, limit_batches: float | int | None = None) -> dict[str, float]:
-        """``test_nll``: mean negative log-likelihood (nats) over the held-out set; plus its standard error."""
+        """``test_nll``: mean negative log-likelihood (nats) over the held-out set; plus its standard error and,
+        for a model that solves an ODE, ``test_nfe_forward`` (mean forward NFE per solve)."""
         batches = self.test_x.split(self.test_batch_size)
-        nll = torch.cat([-model.log_prob(b) for b in batches[:_count(limit_batches, len(batches))]])
-        return {"test_nll": nll.mean().item(), "test_nll_se": (nll.std() / math.sqrt(len(nll))).item()}
+        with collect_stats() as stats:
+            nll = torch.cat([-model.log_prob(b) for b in batches[:batch_limit(len(batches), limit_batches)]])
+        return _with_solver_work({"test_nll": nll.mean().item(),
+                                  "test_nll_se": (nll.std() / math.sqrt(len(nll))).item()}, stats)
 
     def record_fields(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "batches_per_epoch": self.batches_per_epoch, "n_test": len(self.test_x)}
@@ -199,17 +202,20 @@ class DensityMatchingTask(Task):
         return loss, {"kl": loss.item()}
 
     def evaluate(self, model, limit_batches: float | int | None = None) -> dict[str, float]:
-        """``kl_loss``: ``E_q[log q + U]`` over ``n_eval`` fixed-seed samples; plus its standard error."""
+        """``kl_loss``: ``E_q[log q + U]`` over ``n_eval`` fixed-seed samples; plus its standard error and, for
+        a model that solves an ODE, ``test_nfe_forward`` (mean forward NFE per solve)."""
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed)
         sizes = [self.eval_batch_size] * (self.n_eval // self.eval_batch_size)
         if self.n_eval % self.eval_batch_size:
             sizes.append(self.n_eval % self.eval_batch_size)
         terms = []
-        for size in sizes[:_count(limit_batches, len(sizes))]:
-            x, log_q = model.sample(size, generator=generator)
-            terms.append(log_q + self.energy(x))
+        with collect_stats() as stats:
+            for size in sizes[:batch_limit(len(sizes), limit_batches)]:
+                x, log_q = model.sample(size, generator=generator)
+                terms.append(log_q + self.energy(x))
         values = torch.cat(terms)
-        return {"kl_loss": values.mean().item(), "kl_loss_se": (values.std() / math.sqrt(len(values))).item()}
+        return _with_solver_work({"kl_loss": values.mean().item(),
+                                  "kl_loss_se": (values.std() / math.sqrt(len(values))).item()}, stats)
 
     def record_fields(self) -> dict[str, Any]:
         return {"target": self.target, "batches_per_epoch": self.batches_per_epoch, "n_eval": self.n_eval}
@@ -223,18 +229,53 @@ class DensityMatchingTask(Task):
                           "unnormalised density")
 
 
-def build_toy_task(name: str = "circles", batch_size: int = 512, batches_per_epoch: int = 63, n_test: int = 5000,
-                   test_batch_size: int = 1000, test_seed: int = 1234, plot_range: float = 4.0,
-                   grid_size: int = 64, figure_samples: int = 2000, device: torch.device | str = "cpu") -> Task:
-    """The maximum-likelihood task on toy density ``name`` (``_target_`` of ``conf/data/toy2d*.yaml``)."""
+def check_options(**options) -> None:
+    """Raise :class:`~neode_cli.tasks.base.OptionError` naming the first of ``options`` (keyword arguments of
+    :func:`build_toy_task` or :func:`build_energy_task`; absent ones are not checked) that cannot work."""
+    if "name" in options:
+        require_choice("name", options["name"], TOY_SAMPLERS)
+    if "target" in options:
+        require_choice("target", options["target"], ENERGIES)
+    require_at_least(1, **present(options, "batch_size", "batches_per_epoch", "n_test", "test_batch_size", "n_eval",
+                                  "eval_batch_size", "grid_size", "figure_samples"))
+    require_at_least(0, **present(options, "test_seed", "eval_seed"))
+    require_positive(**present(options, "plot_range"))
+
+
+# The defaults of the two builders are the config's too (``data=toy2d``, ``data=energy``): the schemas are
+# generated from these signatures.
+def build_toy_task(name: str = "circles",  # circles | moons | 8gaussians | pinwheel | 2spirals | checkerboard
+                                           # | rings | swissroll
+                   batch_size: int = 512,  # authors' CNF example: 512 samples per iteration (FFJORD: 100)
+                   batches_per_epoch: int = 63,  # x 160 epochs (trainer default) = 10,080 iterations
+                   n_test: int = 5000,  # held-out points, drawn with test_seed: the same for every run
+                   test_batch_size: int = 1000,
+                   test_seed: int = 1234,
+                   plot_range: float = 4.0,  # figures cover [-plot_range, plot_range]^2
+                   grid_size: int = 64,  # density images: grid_size^2 points, each one solve back to the base
+                   figure_samples: int = 2000,
+                   *, device: torch.device | str = "cpu") -> Task:
+    """The maximum-likelihood task on toy density ``name`` (``_target_`` of ``conf/data/toy2d.yaml``)."""
+    check_options(name=name, batch_size=batch_size, batches_per_epoch=batches_per_epoch, n_test=n_test,
+                  test_batch_size=test_batch_size, test_seed=test_seed, plot_range=plot_range, grid_size=grid_size,
+                  figure_samples=figure_samples)
     return ToyDensityTask(name, batch_size, batches_per_epoch, n_test, test_batch_size, test_seed, device,
                           _FlowFigures(plot_range, grid_size, figure_samples, test_seed))
 
 
-def build_energy_task(target: str = "u1", batch_size: int = 256, batches_per_epoch: int = 63, n_eval: int = 4096,
-                      eval_batch_size: int = 1024, eval_seed: int = 1234, plot_range: float = 4.0,
-                      grid_size: int = 64, figure_samples: int = 2000,
-                      device: torch.device | str = "cpu") -> Task:
-    """The density-matching task on target energy ``target`` (``_target_`` of ``conf/data/energy*.yaml``)."""
+def build_energy_task(target: str = "u1",  # u1 | u2 | u3 | u4 (Rezende & Mohamed 2015)
+                      batch_size: int = 256,  # model samples per iteration
+                      batches_per_epoch: int = 63,  # x 160 epochs (trainer default) = 10,080 iterations
+                      n_eval: int = 4096,  # model samples for kl_loss, drawn with eval_seed
+                      eval_batch_size: int = 1024,
+                      eval_seed: int = 1234,
+                      plot_range: float = 4.0,  # figures cover [-plot_range, plot_range]^2
+                      grid_size: int = 64,
+                      figure_samples: int = 2000,
+                      *, device: torch.device | str = "cpu") -> Task:
+    """The density-matching task on target energy ``target`` (``_target_`` of ``conf/data/energy.yaml``)."""
+    check_options(target=target, batch_size=batch_size, batches_per_epoch=batches_per_epoch, n_eval=n_eval,
+                  eval_batch_size=eval_batch_size, eval_seed=eval_seed, plot_range=plot_range, grid_size=grid_size,
+                  figure_samples=figure_samples)
     return DensityMatchingTask(target, batch_size, batches_per_epoch, n_eval, eval_batch_size, eval_seed, device,
                                _FlowFigures(plot_range, grid_size, figure_samples, eval_seed))

@@ -21,12 +21,11 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-from ..data.spirals import SpiralSet, make_spirals
+from ..data.spirals import SpiralSet, check_spiral_options, make_spirals
 from ..ode import collect_stats
-from .base import Task
-from ..train import batch_limit
+from .base import OptionError, Task, batch_limit, present, require_at_least
 
-__all__ = ["LatentTask", "SequenceModel", "SpiralBatch", "build_task"]
+__all__ = ["LatentTask", "SequenceModel", "SpiralBatch", "build_task", "check_options"]
 
 #: Seed of the (forked) RNG that draws the ELBO's samples during evaluation: same model, same numbers.
 EVAL_SEED = 1234
@@ -69,11 +68,9 @@ class LatentTask(Task):
 
     name = "latent"
 
-    def __init__(self, data: SpiralSet, device: torch.device | str = "cpu", batch_size: int = 100,
-                 test_batch_size: int = 200, figure_spirals: int = 4):
-        if batch_size < 1 or test_batch_size < 1:
-            raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, "
-                             f"test_batch_size={test_batch_size}")
+    def __init__(self, data: SpiralSet, device: torch.device | str, batch_size: int, test_batch_size: int,
+                 figure_spirals: int):
+        check_options(batch_size=batch_size, test_batch_size=test_batch_size, figure_spirals=figure_spirals)
         self.data = data
         self.device = torch.device(device)
         self.times = data.times.to(self.device)                     # (T,) window then extrapolation
@@ -177,16 +174,26 @@ class LatentTask(Task):
             writer.add_figure("spirals", figure, global_step=epoch)
 
 
-def build_task(*, device: torch.device | str = "cpu", n_spirals: int = 1000, n_train: int = 800,
-               n_window: int = 100, n_extrap: int = 100, n_obs: int = 100, n_grid: int = 1000,
-               theta_max: float = 6 * math.pi, a: float = 0.0, b: float = 0.3, centre: float = 5.0,
-               noise_std: float = 0.3, seed: int = 0, batch_size: int = 100, test_batch_size: int = 200,
-               figure_spirals: int = 4) -> LatentTask:
-    """Generate the spirals (:func:`neode_cli.data.spirals.make_spirals`, deterministic by the data ``seed``,
-    independent of the run's seed) and wrap them in a :class:`LatentTask`; the ``_target_`` of
-    ``conf/data/spirals.yaml``."""
-    data = make_spirals(n_spirals=n_spirals, n_train=n_train, n_window=n_window, n_extrap=n_extrap,
-                        n_obs=n_obs, n_grid=n_grid, theta_max=theta_max, a=a, b=b, centre=centre,
-                        noise_std=noise_std, seed=seed)
-    return LatentTask(data, device=device, batch_size=batch_size, test_batch_size=test_batch_size,
-                      figure_spirals=figure_spirals)
+def check_options(**options) -> None:
+    """Raise :class:`~neode_cli.tasks.base.OptionError` naming the first of ``options`` (keyword arguments of
+    :func:`build_task`, those of :func:`~neode_cli.data.spirals.make_spirals` included) that cannot work."""
+    require_at_least(1, **present(options, "batch_size", "test_batch_size"))
+    require_at_least(0, **present(options, "figure_spirals"))
+    spirals = {k: v for k, v in options.items() if k not in ("batch_size", "test_batch_size", "figure_spirals")}
+    try:
+        check_spiral_options(**spirals)
+    except ValueError as exc:
+        raise OptionError(str(exc).split("=", 1)[0], str(exc)) from None
+
+
+def build_task(*, device: torch.device | str = "cpu",
+               batch_size: int = 100,  # spirals per optimizer step (8 steps per epoch of 800)
+               test_batch_size: int = 200,  # the whole test set in one batch
+               figure_spirals: int = 4,  # test spirals drawn in spirals.png (half of each direction)
+               **spirals) -> LatentTask:
+    """Generate the spirals with ``spirals`` (the keyword arguments of
+    :func:`neode_cli.data.spirals.make_spirals`: deterministic by the data ``seed``, independent of the run's
+    seed) and wrap them in a :class:`LatentTask`; the ``_target_`` of ``conf/data/spirals.yaml``."""
+    check_options(batch_size=batch_size, test_batch_size=test_batch_size, figure_spirals=figure_spirals, **spirals)
+    return LatentTask(make_spirals(**spirals), device=device, batch_size=batch_size,
+                      test_batch_size=test_batch_size, figure_spirals=figure_spirals)
