@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 __all__ = ["main", "find_config_dir", "resume_command", "COMMANDS"]
 
@@ -50,7 +50,7 @@ def find_config_dir() -> Path:
     return candidate
 
 
-def _error(message: str, code: int) -> "NoReturn":  # noqa: F821
+def _error(message: str, code: int) -> NoReturn:
     print(f"neode: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
