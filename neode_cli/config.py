@@ -20,7 +20,7 @@ and ``conf/model/odenet.yaml`` starts with ``defaults: [odenet_schema, _self_]``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -77,6 +77,8 @@ class SolverSchema:
     ifactor: Optional[float] = None
     dfactor: Optional[float] = None
     backend: str = "neode"  # neode | torchdiffeq (the reference implementation)
+    # Method-specific options passed to the solver as given (Adams max_order/max_iters, scipy_solver solver=...).
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

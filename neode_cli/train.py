@@ -93,6 +93,7 @@ def build_integrator(solver: Any, grad: Any) -> Integrator:
     """The :class:`Integrator` a model receives, from the ``solver`` and ``grad`` config groups."""
     options = {name: solver[name] for name in ("step_size", "first_step", "max_num_steps", "safety", "ifactor", "dfactor")
                if solver.get(name) is not None}
+    options.update({k: v for k, v in (solver.get("options") or {}).items() if v is not None})
     return Integrator(method=solver.method, rtol=float(solver.rtol), atol=float(solver.atol), gradient=grad.method,
                       options=options or None, backend=solver.backend)
 

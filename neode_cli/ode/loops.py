@@ -1,0 +1,38 @@
+"""Methods that are not Runge-Kutta tableaux: each brings its own loop (same signature as ``integrate``).
+
+A :class:`LoopMethod` names the options it accepts and validates its own ones into ``SolveSettings.extra``;
+the common options (``step_size``, ``max_num_steps``, ``first_step``, ``norm``, ...) are parsed by
+:func:`.problem.make_settings` as for every method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from . import adams
+
+__all__ = ["LoopMethod", "LOOP_METHODS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopMethod:
+    """A method with its own integration loop."""
+
+    name: str
+    adaptive: bool                      # tolerance-driven (else a fixed grid set by step_size)
+    options: tuple[str, ...]            # every option name the method accepts
+    loop: Callable                      # (func, y0, s_times, direction, settings, counts, on_output) -> Tensor
+    configure: Callable[[dict], dict]   # the options given -> validated method-specific ``extra`` settings
+
+
+_FIXED_ADAMS_OPTIONS = ("step_size", "max_num_steps", "dtype", "max_order", "max_iters")
+
+LOOP_METHODS: dict[str, LoopMethod] = {
+    "explicit_adams": LoopMethod("explicit_adams", False, _FIXED_ADAMS_OPTIONS, adams.fixed_adams_loop,
+                                 lambda o: adams.fixed_adams_options(o, implicit=False)),
+    "implicit_adams": LoopMethod("implicit_adams", False, _FIXED_ADAMS_OPTIONS, adams.fixed_adams_loop,
+                                 lambda o: adams.fixed_adams_options(o, implicit=True)),
+    "fixed_adams": LoopMethod("fixed_adams", False, _FIXED_ADAMS_OPTIONS, adams.fixed_adams_loop,
+                              lambda o: adams.fixed_adams_options(o, implicit=True)),
+}

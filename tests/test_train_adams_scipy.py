@@ -1,0 +1,15 @@
+"""`neode train` with the paper's solver family (Adams, SciPy's LSODA) on the tiny MNIST fixture."""
+
+import pytest
+
+from conftest import read_summary
+
+
+@pytest.mark.parametrize("solver,grad", [("implicit_adams", "backprop"), ("explicit_adams", "adjoint")])
+def test_train_runs_with_the_solver(train_run, solver, grad):
+    code, run_dir = train_run(f"solver={solver}", f"grad={grad}", "trainer.limit_train_batches=1",
+                              "trainer.limit_test_batches=1")
+    assert code == 0
+    summary = read_summary(run_dir)
+    assert summary["solver"] == solver
+    assert summary["nfe_forward"] > 0
