@@ -180,6 +180,8 @@ def validate(cfg: Any) -> None:
         value = getattr(solver, name)
         if value is not None and value <= 0:
             raise ConfigError(f"solver.{name}={value} must be positive")
+    if solver.method == "scipy_solver" and cfg.grad.method == "backprop":
+        raise ConfigError("solver.method=scipy_solver cannot backpropagate (SciPy's solve has no autograd graph); use grad=adjoint")
     if cfg.grad.method not in GRADIENT_METHODS:
         raise ConfigError(f"unknown gradient method grad.method={cfg.grad.method!r}; valid: {', '.join(GRADIENT_METHODS)}")
     optim = cfg.optim

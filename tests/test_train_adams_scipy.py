@@ -13,3 +13,13 @@ def test_train_runs_with_the_solver(train_run, solver, grad):
     summary = read_summary(run_dir)
     assert summary["solver"] == solver
     assert summary["nfe_forward"] > 0
+
+
+def test_train_runs_with_lsoda_and_refuses_backprop(train_run, capsys):
+    code, run_dir = train_run("solver=lsoda", "trainer.limit_train_batches=1", "trainer.limit_test_batches=1")
+    assert code == 0
+    summary = read_summary(run_dir)
+    assert summary["solver"] == "scipy_solver" and summary["nfe_forward"] > 0 and summary["nfe_backward"] > 0
+    code, _ = train_run("solver=lsoda", "grad=backprop", name="backprop")
+    assert code == 2
+    assert "use grad=adjoint" in capsys.readouterr().err

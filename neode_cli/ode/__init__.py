@@ -6,7 +6,9 @@ Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
   the solver's operations or by the continuous adjoint.
 - Methods: fixed grid ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``; adaptive ``adaptive_heun``,
   ``fehlberg2``, ``bosh3``, ``dopri5`` (default), ``tsit5``, ``dopri8`` (see :mod:`.tableaux`); fixed-grid
-  linear multistep ``explicit_adams``, ``implicit_adams`` (alias ``fixed_adams``) (see :mod:`.adams`).
+  linear multistep ``explicit_adams``, ``implicit_adams`` (alias ``fixed_adams``) (see :mod:`.adams`);
+  ``scipy_solver`` with ``options=dict(solver="LSODA"|"RK45"|"DOP853"|"BDF"|"Radau"|...)`` (forward through
+  SciPy, no graph: gradients by ``odeint_adjoint``; see :mod:`.scipy_solver`).
 - Errors: :class:`SolverError` > :class:`StepSizeUnderflowError`, :class:`TooManyStepsError`,
   :class:`NonFiniteStateError`; each message is one line with t, step size, NFE so far and remedies.
 - Statistics: ``with collect_stats() as s: ...`` (see :mod:`.stats` for the definitions).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from . import adams
+from . import adams, scipy_solver
 
 __all__ = ["LoopMethod", "LOOP_METHODS"]
 
@@ -35,4 +35,6 @@ LOOP_METHODS: dict[str, LoopMethod] = {
                                  lambda o: adams.fixed_adams_options(o, implicit=True)),
     "fixed_adams": LoopMethod("fixed_adams", False, _FIXED_ADAMS_OPTIONS, adams.fixed_adams_loop,
                               lambda o: adams.fixed_adams_options(o, implicit=True)),
+    "scipy_solver": LoopMethod("scipy_solver", True, ("solver", "min_step", "max_step", "first_step", "norm", "dtype"),
+                               scipy_solver.scipy_loop, scipy_solver.scipy_options),
 }
