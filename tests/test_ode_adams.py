@@ -185,3 +185,91 @@ def test_implicit_adams_warns_when_the_corrector_does_not_converge():
         theirs = torchdiffeq.odeint(riccati, y0, t, method="implicit_adams", options={"step_size": 0.1,
                                                                                        "max_iters": 1})
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-13)  # same order reduction after non-convergence
+
+
+# --- adaptive variable-order adams -------------------------------------------------------------------------
+DAMPED = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=torch.float64)
+
+
+def damped_rotation(t, y):
+    return y @ DAMPED.T.to(y.dtype)
+
+
+def damped_exact(y0, t):
+    return torch.stack([y0 @ torch.linalg.matrix_exp(DAMPED * (ti - t[0])).T.to(y0.dtype) for ti in t.double()])
+
+
+@pytest.mark.parametrize("tol,bound", [(1e-3, 0.1), (1e-6, 2e-4), (1e-9, 2e-7), (1e-12, 5e-10)])
+def test_adams_meets_tolerance_and_counts_work(tol, bound):
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    t = torch.linspace(0.0, 20.0, 9, dtype=torch.float64)
+    with collect_stats() as s:
+        ys = odeint(damped_rotation, y0, t, method="adams", rtol=tol, atol=tol)
+    assert (ys - damped_exact(y0, t)).abs().max() < bound
+    # f(t0), the first-step probe, one evaluation per attempt, one more per accepted step (PECE)
+    assert s.nfe_forward == 2 + 2 * s.steps_accepted + s.steps_rejected
+    # errors shrink with the tolerance, NFE grows slowly: the order rises (Adams' strength at tight tolerances)
+    with collect_stats() as d:
+        odeint(damped_rotation, y0, t, method="dopri5", rtol=tol, atol=tol)
+    if tol <= 1e-6:
+        assert s.nfe_forward < d.nfe_forward
+
+
+@pytest.mark.parametrize("max_order,bound", [(1, 3e-2), (2, 2e-4), (4, 6e-6), (12, 6e-6)])
+def test_adams_max_order_limits_the_order(max_order, bound):
+    y0 = torch.tensor([0.8, 1.5], dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    with collect_stats() as s:
+        ys = odeint(riccati, y0, t, method="adams", rtol=1e-6, atol=1e-6, options={"max_order": max_order})
+    exact = torch.stack([y0] + [reference(y0, float(ti)) for ti in t[1:]])
+    assert (ys - exact).abs().max() < bound
+    if max_order == 1:
+        assert s.nfe_forward > 200  # order 1 needs many steps at 1e-6
+
+
+def test_adams_dense_output_reversed_time_and_float32():
+    y0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=torch.float64)  # batch of 2
+    t = torch.linspace(0.0, 4.0, 201, dtype=torch.float64)
+    with collect_stats() as s:
+        ys = odeint(damped_rotation, y0, t, method="adams", rtol=1e-9, atol=1e-9)
+    assert ys.shape == (201, 2, 2)
+    assert (ys - damped_exact(y0, t)).abs().max() < 1e-7
+    assert s.steps_accepted < 150  # outputs come from the interpolant, not from extra steps
+    t_rev = torch.tensor([3.0, 2.0, 0.5], dtype=torch.float64)
+    y3 = damped_exact(y0, torch.tensor([0.0, 3.0], dtype=torch.float64))[-1]
+    ys = odeint(damped_rotation, y3, t_rev, method="adams", rtol=1e-9, atol=1e-9)
+    assert (ys - damped_exact(y3, t_rev)).abs().max() < 1e-7
+    ys32 = odeint(damped_rotation, y0.float(), t.float(), method="adams", rtol=1e-5, atol=1e-5)
+    assert ys32.dtype == torch.float32 and (ys32.double() - damped_exact(y0, t)).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_adams_gradients_match_finite_differences(adjoint):
+    y0 = torch.tensor([0.5, 1.2], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 0.6, 1.0], dtype=torch.float64)
+    # backprop differentiates the discrete solve (step sizes are constants): close to FD of the same solve
+    check_gradients(Field(), y0, t, dict(method="adams", rtol=1e-10, atol=1e-10), adjoint, tol=1e-6)
+
+
+def test_adams_adjoint_backward_costs_less_than_its_forward_on_one_output_time():
+    field = Field()
+    y0 = torch.tensor([0.5, 1.2], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with collect_stats() as s:
+        odeint_adjoint(field, y0, t, method="adams", rtol=1e-6, atol=1e-6)[-1].sum().backward()
+    assert s.nfe_backward > 0 and s.backward_steps_accepted > 0
+    assert torch.isfinite(y0.grad).all() and torch.isfinite(field.w.grad).all()
+
+
+def test_adams_errors_are_solver_errors():
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    with pytest.raises(StepSizeUnderflowError, match=r"step size underflow at t=(0\.99|1)"):
+        odeint(lambda t_, y: y * y, y0, t, method="adams", rtol=1e-6, atol=1e-6)  # blows up at t = 1
+    with pytest.raises(TooManyStepsError, match="max_num_steps=10"):
+        odeint(damped_rotation, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 50.0], dtype=torch.float64),
+               method="adams", options={"max_num_steps": 10})
+    with pytest.raises(ValueError, match=r"max_order.*\[1, 12\]"):
+        odeint(riccati, y0, t, method="adams", options={"max_order": 0})
+    with pytest.raises(ValueError, match="unknown option.*'step_size'"):
+        odeint(riccati, y0, t, method="adams", options={"step_size": 0.1})

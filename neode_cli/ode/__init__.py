@@ -7,6 +7,7 @@ Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
 - Methods: fixed grid ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``; adaptive ``adaptive_heun``,
   ``fehlberg2``, ``bosh3``, ``dopri5`` (default), ``tsit5``, ``dopri8`` (see :mod:`.tableaux`); fixed-grid
   linear multistep ``explicit_adams``, ``implicit_adams`` (alias ``fixed_adams``) (see :mod:`.adams`);
+  adaptive variable-order ``adams`` (see :mod:`.adaptive_adams`);
   ``scipy_solver`` with ``options=dict(solver="LSODA"|"RK45"|"DOP853"|"BDF"|"Radau"|...)`` (forward through
   SciPy, no graph: gradients by ``odeint_adjoint``; see :mod:`.scipy_solver`).
 - Errors: :class:`SolverError` > :class:`StepSizeUnderflowError`, :class:`TooManyStepsError`,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from . import adams, scipy_solver
+from . import adams, adaptive_adams, scipy_solver
 
 __all__ = ["LoopMethod", "LOOP_METHODS"]
 
@@ -23,7 +23,7 @@ class LoopMethod:
     adaptive: bool                      # tolerance-driven (else a fixed grid set by step_size)
     options: tuple[str, ...]            # every option name the method accepts
     loop: Callable                      # (func, y0, s_times, direction, settings, counts, on_output) -> Tensor
-    configure: Callable[[dict], dict]   # the options given -> validated method-specific ``extra`` settings
+    configure: Callable[[dict], dict]   # all options given -> its validated method-specific ``extra`` settings
 
 
 _FIXED_ADAMS_OPTIONS = ("step_size", "max_num_steps", "dtype", "max_order", "max_iters")
@@ -35,6 +35,9 @@ LOOP_METHODS: dict[str, LoopMethod] = {
                                  lambda o: adams.fixed_adams_options(o, implicit=True)),
     "fixed_adams": LoopMethod("fixed_adams", False, _FIXED_ADAMS_OPTIONS, adams.fixed_adams_loop,
                               lambda o: adams.fixed_adams_options(o, implicit=True)),
+    "adams": LoopMethod("adams", True, ("max_order", "first_step", "max_num_steps", "safety", "ifactor", "norm",
+                                        "dtype"),
+                        adaptive_adams.adaptive_adams_loop, adaptive_adams.adaptive_adams_options),
     "scipy_solver": LoopMethod("scipy_solver", True, ("solver", "min_step", "max_step", "first_step", "norm", "dtype"),
                                scipy_solver.scipy_loop, scipy_solver.scipy_options),
 }

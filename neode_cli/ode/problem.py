@@ -186,8 +186,7 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
     settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None))
     if loop_method is not None:
         settings.loop = loop_method.loop
-        settings.extra = loop_method.configure({k: v for k, v in opts.items()
-                                                if k not in FIXED_OPTIONS + ADAPTIVE_OPTIONS})
+        settings.extra = loop_method.configure(opts)  # it reads its own options (common ones are parsed below)
     if "step_size" in opts:
         settings.step_size = _positive("step_size", opts["step_size"])
     if "first_step" in opts:
