@@ -30,7 +30,7 @@ import inspect
 import math
 import types
 import typing
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -88,11 +88,13 @@ class SolverSchema:
     ifactor: Optional[float] = None
     dfactor: Optional[float] = None
     backend: str = Integrator.backend  # neode | torchdiffeq (the reference implementation)
+    # Method-specific options passed to the solver as given (Adams max_order/max_iters, scipy_solver solver=...).
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 #: The solver keys handed to the solver as ``options`` (every key but the method, tolerances and backend).
 SOLVER_OPTIONS = tuple(f.name for f in dataclasses.fields(SolverSchema)
-                       if f.name not in ("method", "rtol", "atol", "backend"))
+                       if f.name not in ("method", "rtol", "atol", "backend", "options"))
 
 
 @dataclasses.dataclass
@@ -296,6 +298,7 @@ for _group, _options in TARGETS.items():
 def build_integrator(solver: Any, grad: Any) -> Integrator:
     """The :class:`Integrator` the ``solver`` and ``grad`` groups describe (not yet checked: see :func:`validate`)."""
     options = {name: solver[name] for name in SOLVER_OPTIONS if solver.get(name) is not None}
+    options.update({k: v for k, v in (solver.get("options") or {}).items() if v is not None})
     return Integrator(method=solver.method, rtol=float(solver.rtol), atol=float(solver.atol), gradient=grad.method,
                       options=options or None, backend=solver.backend)
 
@@ -307,14 +310,20 @@ def _checked_integrator(solver: Any, grad: Any) -> Integrator:
              ("solver.atol", "atol", float(solver.atol)), ("solver.backend", "backend", solver.backend),
              ("grad.method", "gradient", grad.method)]
     steps += [(f"solver.{name}", name, solver[name]) for name in SOLVER_OPTIONS if solver.get(name) is not None]
+    steps += [(f"solver.options.{name}", name, value) for name, value in (solver.get("options") or {}).items()
+              if value is not None]
     arguments: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    ARGUMENT_KEYS = {key for key, _, _ in steps[:5]}
     for key, name, value in steps:
-        (options if name in SOLVER_OPTIONS else arguments)[name] = value
+        (arguments if key in ARGUMENT_KEYS else options)[name] = value
         try:
             Integrator(**arguments, options=dict(options) or None).check()
         except ValueError as exc:
             raise ConfigError(f"{key}={value}: {' '.join(str(exc).split())}") from None
+    if solver.method == "scipy_solver" and grad.method == "backprop":
+        raise ConfigError("solver.method=scipy_solver cannot backpropagate (SciPy's solve has no autograd graph); "
+                          "use grad=adjoint")
     if solver.method in FIXED_METHODS and solver.step_size is None:
         # The solver would take one step per output time; in a config that is almost always an omission.
         raise ConfigError(f"fixed-step solver {solver.method!r} needs a step size: add solver.step_size=0.1 "

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from neode_cli.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, odeint, odeint_adjoint
-from neode_cli.ode.tableaux import TABLEAUX
+from neode_cli.ode import odeint, odeint_adjoint
+from neode_cli.ode.tableaux import ADAPTIVE_METHODS, FIXED_METHODS, TABLEAUX
+
+METHODS = tuple(TABLEAUX)  # the Runge-Kutta methods (Adams and SciPy: test_ode_adams.py, test_ode_scipy.py)
 
 A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=torch.float64)  # damped rotation
 

@@ -5,7 +5,11 @@ Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
 - :func:`odeint` / :func:`odeint_adjoint`: solve ``dy/dt = func(t, y)``; gradients by backpropagation through
   the solver's operations or by the continuous adjoint.
 - Methods: fixed grid ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``; adaptive ``adaptive_heun``,
-  ``fehlberg2``, ``bosh3``, ``dopri5`` (default), ``tsit5``, ``dopri8`` (see :mod:`.tableaux`).
+  ``fehlberg2``, ``bosh3``, ``dopri5`` (default), ``tsit5``, ``dopri8`` (see :mod:`.tableaux`); fixed-grid
+  linear multistep ``explicit_adams``, ``implicit_adams`` (alias ``fixed_adams``) (see :mod:`.adams`);
+  adaptive variable-order ``adams`` (see :mod:`.adaptive_adams`);
+  ``scipy_solver`` with ``options=dict(solver="LSODA"|"RK45"|"DOP853"|"BDF"|"Radau"|...)`` (forward through
+  SciPy, no graph: gradients by ``odeint_adjoint``; see :mod:`.scipy_solver`).
 - Errors: :class:`SolverError` > :class:`StepSizeUnderflowError`, :class:`TooManyStepsError`,
   :class:`NonFiniteStateError`; each message is one line with t, step size, NFE so far and remedies.
 - Statistics: ``with collect_stats() as s: ...`` (see :mod:`.stats` for the definitions).
@@ -24,7 +28,10 @@ from .errors import NonFiniteStateError, SolverError, StepSizeUnderflowError, To
 from .integrate import WorkCounts, integrate
 from .problem import make_settings, prepare
 from .stats import SolveStats, active_collectors, collect_stats
-from .tableaux import ADAPTIVE_METHODS, FIXED_METHODS, TABLEAUX
+from .loops import LOOP_METHODS
+from .tableaux import ADAPTIVE_METHODS as _RK_ADAPTIVE
+from .tableaux import FIXED_METHODS as _RK_FIXED
+from .tableaux import TABLEAUX
 
 __all__ = [
     "odeint",
@@ -41,7 +48,9 @@ __all__ = [
     "BACKENDS",
 ]
 
-METHODS = tuple(TABLEAUX)
+FIXED_METHODS = _RK_FIXED + tuple(name for name, m in LOOP_METHODS.items() if not m.adaptive)
+ADAPTIVE_METHODS = _RK_ADAPTIVE + tuple(name for name, m in LOOP_METHODS.items() if m.adaptive)
+METHODS = tuple(TABLEAUX) + tuple(LOOP_METHODS)
 BACKENDS = ("neode", "torchdiffeq")
 
 

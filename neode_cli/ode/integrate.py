@@ -46,6 +46,10 @@ class SolveSettings:
     ifactor: float = 10.0
     dfactor: float = 0.2
     time_eps: float = 2.0**-52
+    # Methods that are not Runge-Kutta tableaux (Adams, SciPy) bring their own loop with the signature of
+    # :func:`integrate`; ``plan`` is then unused and ``extra`` holds their validated method options.
+    loop: Optional[Callable] = None
+    extra: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -81,6 +85,8 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
     state there, and the return value is the final state after the last jump.
     ``counts`` is updated as the solve goes, so it is right even when the solve raises.
     """
+    if settings.loop is not None:
+        return settings.loop(func, y0, s_times, direction, settings, counts, on_output)
     if settings.plan.tab.adaptive:
         return _adaptive(func, y0, s_times, direction, settings, counts, on_output)
     return _fixed_grid(func, y0, s_times, direction, settings, counts, on_output)

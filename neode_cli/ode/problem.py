@@ -16,7 +16,8 @@ import torch
 from . import control
 from .integrate import SolveSettings
 from .stepping import StepPlan
-from .tableaux import get_tableau
+from .loops import LOOP_METHODS
+from .tableaux import TABLEAUX, get_tableau
 
 __all__ = ["Problem", "prepare", "make_settings", "FIXED_OPTIONS", "ADAPTIVE_OPTIONS"]
 
@@ -158,22 +159,34 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
     ``default_norm`` is the norm used when the options name none (the adjoint passes its block norm);
     ``unflatten`` restores the user's structure for a callable norm.
     """
-    tab = get_tableau(method)
-    plan = _PLANS.get(tab.name)
-    if plan is None:
-        plan = _PLANS[tab.name] = StepPlan(tab)
+    loop_method = LOOP_METHODS.get(method) if isinstance(method, str) else None
+    if loop_method is None:
+        try:
+            tab = get_tableau(method)
+        except ValueError:
+            raise ValueError(f"unknown ODE method {method!r}; valid methods: "
+                             f"{', '.join([*TABLEAUX, *LOOP_METHODS])}") from None
+        name, adaptive = tab.name, tab.adaptive
+        plan = _PLANS.get(tab.name)
+        if plan is None:
+            plan = _PLANS[tab.name] = StepPlan(tab)
+        valid = ADAPTIVE_OPTIONS if tab.adaptive else FIXED_OPTIONS
+    else:
+        name, adaptive, plan, valid = loop_method.name, loop_method.adaptive, None, loop_method.options
     opts = {k: v for k, v in (options or {}).items() if v is not None}
-    valid = ADAPTIVE_OPTIONS if tab.adaptive else FIXED_OPTIONS
     unknown = sorted(set(opts) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method {tab.name!r}; "
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method {name!r}; "
                          f"valid options: {', '.join(valid)}")
     rtol_f, atol_f = _tolerance("rtol", rtol), _tolerance("atol", atol)
-    if tab.adaptive and rtol_f == 0.0 and atol_f == 0.0:
+    if adaptive and rtol_f == 0.0 and atol_f == 0.0:
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method")
 
     # Time arithmetic is float64 on the host whatever the state's dtype (like torchdiffeq's default).
     settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None))
+    if loop_method is not None:
+        settings.loop = loop_method.loop
+        settings.extra = loop_method.configure(opts)  # it reads its own options (common ones are parsed below)
     if "step_size" in opts:
         settings.step_size = _positive("step_size", opts["step_size"])
     if "first_step" in opts:
