@@ -45,7 +45,7 @@ def test_cfg_job_prints_the_composed_config_without_running(capsys, tmp_path):
 
 @pytest.mark.parametrize(("override", "message"), [
     ("model=transformer", "neode: error: unknown model 'transformer'; valid: "),
-    ("solver=rk45", "neode: error: unknown solver 'rk45'; valid: adaptive_heun, bosh3, dopri5"),
+    ("solver=rk45", "neode: error: unknown solver 'rk45'; valid: adams, adaptive_heun, bosh3, dopri5"),
     ("grad=reinforce", "neode: error: unknown grad 'reinforce'; valid: adjoint, adjoint_seminorm, backprop"),
 ])
 def test_unknown_option_is_one_line_before_hydra_starts(capsys, override, message):
