@@ -221,6 +221,7 @@ class ODENetSchema:
     channels: int = 64
     in_channels: int = 1
     num_classes: int = 10
+    augment_dim: int = 0  # zero channels added before the ODE block (augmented neural ODE, Dupont et al. 2019)
 
 
 @dataclasses.dataclass
@@ -376,6 +377,7 @@ class LatentODESchema:
     likelihood_std: float = 0.3  # fixed std of the Gaussian likelihood (latent_ode.yaml: ${data.noise_std})
     cell: Cell = Cell.rnn  # recognition RNN cell: rnn (Elman, as the paper and authors' example) | gru
     activation: str = "elu"  # dynamics nonlinearity: elu (authors' example) | tanh (smooth)
+    augment_dim: int = 0  # zero dimensions added to z(0) (augmented neural ODE, Dupont et al. 2019)
 
 
 @dataclasses.dataclass

@@ -204,6 +204,8 @@ def _summary_head(cfg: DictConfig, choices: dict) -> dict[str, Any]:
         "optim": cfg.optim.name, "lr": None, "batch_size": cfg.data.get("batch_size"),
         "params": None, "epochs": 0, "max_epochs": cfg.trainer.max_epochs,
         "experiment": choices.get("experiment"), "budget": choices.get("budget"),
+        # The follow-up axes a model may have (augmented ODEs, FFJORD's learned end time), as flat keys.
+        **{key: cfg.model[key] for key in ("augment_dim", "learn_t1") if key in cfg.model},
     }
 
 

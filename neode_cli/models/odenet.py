@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..integrator import Integrator
+from .augment import augment
 from .blocks import ConcatConv2d, Downsampling, classifier_head, downsampling_stem, group_norm
 
 
@@ -34,21 +35,26 @@ class ODEFunc(nn.Module):
 
 
 class ODEBlock(nn.Module):
-    """``h(1)`` for ``dh/dt = func(t, h)``, ``h(0) = input``, solved by an integrator.
+    """``h(1)`` for ``dh/dt = func(t, h)``, ``h(0) = [input, 0]``, solved by an integrator.
 
-    The integrator given at construction is the default; :meth:`forward` accepts another one so the same
-    trained block can be re-solved (e.g. at a reference tolerance to measure numerical error).
+    ``augment_dim`` zero channels are appended to the input along dim 1 before the solve (:func:`augment`), so
+    ``func`` works on ``C + augment_dim`` channels and the output has them too. The integrator given at
+    construction is the default; :meth:`forward` accepts another one so the same trained block can be re-solved
+    (e.g. at a reference tolerance to measure numerical error).
     """
 
-    def __init__(self, func: nn.Module, integrator: Integrator, end_time: float = 1.0):
+    def __init__(self, func: nn.Module, integrator: Integrator, end_time: float = 1.0, augment_dim: int = 0):
         super().__init__()
+        if augment_dim < 0:
+            raise ValueError(f"augment_dim must be >= 0, got {augment_dim}")
         self.func = func
         self.integrator = integrator
+        self.augment_dim = augment_dim
         self.register_buffer("times", torch.tensor([0.0, end_time]), persistent=False)
 
     def forward(self, h: torch.Tensor, integrator: Integrator | None = None) -> torch.Tensor:
         solve = integrator or self.integrator
-        return solve(self.func, h, self.times.to(h.dtype))[-1]
+        return solve(self.func, augment(h, self.augment_dim), self.times.to(h.dtype))[-1]
 
 
 class ODENet(nn.Module):
@@ -56,15 +62,18 @@ class ODENet(nn.Module):
 
     ``integrator`` solves the block (its ``gradient`` makes this ODE-Net or RK-Net); ``downsampling`` is
     ``conv`` (208,266 parameters) or ``res`` (232,970); ``channels``, ``in_channels`` and ``num_classes``
-    set the sizes. Input ``(B, in_channels, 28, 28)`` (or ``(B, 28, 28)``), output logits ``(B, num_classes)``.
+    set the sizes. ``augment_dim`` > 0 makes it an augmented ODE-Net (Dupont et al. 2019): that many zero
+    channels join the stem's features before the ODE block, the ODE function works on ``channels +
+    augment_dim`` channels, and the head reads all of them. Input ``(B, in_channels, 28, 28)`` (or
+    ``(B, 28, 28)``), output logits ``(B, num_classes)``.
     """
 
     def __init__(self, integrator: Integrator, downsampling: Downsampling | str = "conv", channels: int = 64,
-                 in_channels: int = 1, num_classes: int = 10):
+                 in_channels: int = 1, num_classes: int = 10, augment_dim: int = 0):
         super().__init__()
         self.stem = downsampling_stem(downsampling, in_channels, channels)
-        self.ode_block = ODEBlock(ODEFunc(channels), integrator)
-        self.head = classifier_head(channels, num_classes)
+        self.ode_block = ODEBlock(ODEFunc(channels + augment_dim), integrator, augment_dim=augment_dim)
+        self.head = classifier_head(channels + augment_dim, num_classes)
 
     @property
     def integrator(self) -> Integrator:
@@ -72,7 +81,7 @@ class ODENet(nn.Module):
         return self.ode_block.integrator
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem's output, i.e. the ODE block's initial state ``h(0)``: ``(B, channels, 6 or 7, 6 or 7)``."""
+        """The stem's output (the ODE block's initial state before augmentation): ``(B, channels, 6 or 7, 6 or 7)``."""
         if x.dim() == 3:
             x = x.unsqueeze(1)
         return self.stem(x)
