@@ -81,7 +81,7 @@ class SolverSchema:
 
 @dataclasses.dataclass
 class GradSchema:
-    """How gradients flow through the solver: backprop | adjoint | adjoint_seminorm."""
+    """How gradients flow through the solver: backprop | adjoint | adjoint_seminorm | checkpoint."""
 
     method: str = "adjoint"
 
@@ -180,6 +180,8 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"solver.{name}={value} must be positive")
     if cfg.grad.method not in GRADIENT_METHODS:
         raise ConfigError(f"unknown gradient method grad.method={cfg.grad.method!r}; valid: {', '.join(GRADIENT_METHODS)}")
+    if cfg.grad.method == "checkpoint" and solver.backend != "neode":
+        raise ConfigError("grad=checkpoint needs solver.backend=neode (torchdiffeq has no checkpointed steps)")
     optim = cfg.optim
     if optim.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer optim.name={optim.name!r}; valid: {', '.join(OPTIMIZERS)}")
