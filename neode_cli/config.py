@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "SolverSchema",
     "GradSchema",
+    "RegSchema",
     "OptimSchema",
     "TrainerSchema",
     "LoggerSchema",
@@ -87,6 +88,15 @@ class GradSchema:
 
 
 @dataclasses.dataclass
+class RegSchema:
+    """RNODE regularisers (Finlay et al. 2020) added to the training loss: weights of the integrated kinetic
+    energy ``int ||f||^2 dt`` and Jacobian Frobenius norm ``int ||df/dz||_F^2 dt`` (0: not integrated)."""
+
+    kinetic_weight: float = 0.0
+    jacobian_weight: float = 0.0
+
+
+@dataclasses.dataclass
 class OptimSchema:
     """Optimizer and step learning-rate schedule (epochs at which lr is multiplied by ``gamma``)."""
 
@@ -134,6 +144,7 @@ class TrainSchema:
     data: Any = MISSING
     solver: SolverSchema = dataclasses.field(default_factory=SolverSchema)
     grad: GradSchema = dataclasses.field(default_factory=GradSchema)
+    reg: RegSchema = dataclasses.field(default_factory=RegSchema)
     optim: OptimSchema = dataclasses.field(default_factory=OptimSchema)
     trainer: TrainerSchema = dataclasses.field(default_factory=TrainerSchema)
     logger: LoggerSchema = dataclasses.field(default_factory=LoggerSchema)
@@ -182,6 +193,9 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"unknown gradient method grad.method={cfg.grad.method!r}; valid: {', '.join(GRADIENT_METHODS)}")
     if cfg.grad.method == "checkpoint" and solver.backend != "neode":
         raise ConfigError("grad=checkpoint needs solver.backend=neode (torchdiffeq has no checkpointed steps)")
+    for name in ("kinetic_weight", "jacobian_weight"):
+        if cfg.reg[name] < 0:
+            raise ConfigError(f"reg.{name}={cfg.reg[name]} is negative; regulariser weights must be >= 0")
     optim = cfg.optim
     if optim.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer optim.name={optim.name!r}; valid: {', '.join(OPTIMIZERS)}")
@@ -294,6 +308,7 @@ class CNFSchema:
     noise: str = "gaussian"  # hutchinson probe: gaussian | rademacher
     t1: float = 1.0  # integration time [0, t1]
     base_std: float = 1.0  # base density N(0, base_std^2 I)
+    learn_t1: bool = False  # learn t1 (FFJORD's train_T), initialised at t1
 
 
 @dataclasses.dataclass

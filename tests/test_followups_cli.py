@@ -38,3 +38,32 @@ def test_checkpoint_with_torchdiffeq_backend_is_a_config_error(train_run):
     code, run_dir = train_run("grad=checkpoint", "solver.backend=torchdiffeq", "logger=none")
     assert code == 2
     assert "solver.backend=neode" in read_summary(run_dir)["error"]
+
+
+def test_reg_rnode_for_odenet_latent_ode_and_cnf_records_weights_and_values(train_run, tmp_path):
+    code, run_dir = train_run("reg=rnode", "logger=none", "trainer.limit_train_batches=1")
+    assert code == 0
+    runs = {"odenet": read_summary(run_dir)}
+    for model, args in (("latent_ode", [f"model=latent_ode", *TINY_CLI]), ("cnf", TINY_CNF)):
+        folder = tmp_path / model
+        assert run_neode(["train", *args, "reg=rnode", f"hydra.run.dir={folder}"]) == 0
+        runs[model] = read_summary(folder)
+    for model, summary in runs.items():
+        assert summary["reg_kinetic_weight"] == 0.01 and summary["reg_jacobian_weight"] == 0.01, model
+        assert summary["train_reg_kinetic"] > 0 and summary["train_reg_jacobian"] > 0, model
+        assert summary["config"]["reg"] == {"kinetic_weight": 0.01, "jacobian_weight": 0.01}
+
+
+def test_reg_for_a_model_without_an_ode_is_a_config_error(train_run):
+    code, run_dir = train_run("reg=kinetic", "logger=none", model="mlp")
+    assert code == 2
+    assert "reg=none" in read_summary(run_dir)["error"]
+
+
+def test_learn_t1_records_the_learned_end_time(tmp_path):
+    run_dir = tmp_path / "t1"
+    assert run_neode(["train", *TINY_CNF, "model.learn_t1=true", "model.t1=0.5", "optim.lr=0.05",
+                      f"hydra.run.dir={run_dir}"]) == 0
+    summary = read_summary(run_dir)
+    assert summary["learn_t1"] is True
+    assert summary["t1"] > 0 and summary["t1"] != pytest.approx(0.5, abs=1e-5)

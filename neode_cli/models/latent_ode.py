@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .augment import augment
+from .regularization import Regularization, solve_regularized
 from .rnn import make_recurrent, time_gaps
 
 __all__ = ["LatentODE", "LatentDynamics", "ACTIVATIONS"]
@@ -49,12 +50,13 @@ class LatentODE(nn.Module):
     of the Gaussian likelihood; ``cell``: the recognition RNN's cell (``rnn`` or ``gru``); ``activation``: the
     dynamics' nonlinearity (:data:`ACTIVATIONS`); ``augment_dim``: zero dimensions appended to the sampled
     ``z(0)`` (augmented neural ODE, Dupont et al. 2019), so the dynamics run in ``latent_dim + augment_dim``
-    dimensions and the decoder reads all of them (the prior and posterior stay on ``latent_dim``).
+    dimensions and the decoder reads all of them (the prior and posterior stay on ``latent_dim``);
+    ``regularization``: RNODE weights (Finlay et al. 2020) whose terms training solves integrate.
     """
 
     def __init__(self, integrator, obs_dim: int = 2, latent_dim: int = 4, rec_hidden: int = 25,
                  dyn_hidden: int = 20, dec_hidden: int = 20, likelihood_std: float = 0.3, cell: str = "rnn",
-                 activation: str = "elu", augment_dim: int = 0):
+                 activation: str = "elu", augment_dim: int = 0, regularization: Regularization | None = None):
         super().__init__()
         if likelihood_std <= 0:
             raise ValueError(f"likelihood_std must be positive, got {likelihood_std}")
@@ -63,6 +65,7 @@ class LatentODE(nn.Module):
         self.integrator = integrator
         self.likelihood_std = likelihood_std
         self.augment_dim = augment_dim
+        self.regularization = regularization
         self.encoder = make_recurrent(cell, obs_dim + 1, rec_hidden)
         self.encoder_out = nn.Linear(rec_hidden, 2 * latent_dim)   # mean, log-variance of q(z0|x)
         state_dim = latent_dim + augment_dim
@@ -84,7 +87,8 @@ class LatentODE(nn.Module):
         ``z0 (B, L)`` is the sampled initial latent state; the augmented zeros are appended here.
         """
         solve_t = times if bool(times[0] == 0) else torch.cat((times.new_zeros(1), times))
-        z = self.integrator(self.dynamics, augment(z0, self.augment_dim), solve_t)   # (T', B, L + A)
+        z = solve_regularized(self.integrator, self.dynamics, augment(z0, self.augment_dim), solve_t,
+                              self.regularization, self.training)                # (T', B, L + A)
         if solve_t is not times:
             z = z[1:]
         return self.decoder(z.transpose(0, 1))

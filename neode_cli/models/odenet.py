@@ -12,6 +12,7 @@ from torch import nn
 from ..integrator import Integrator
 from .augment import augment
 from .blocks import ConcatConv2d, Downsampling, classifier_head, downsampling_stem, group_norm
+from .regularization import Regularization, solve_regularized
 
 
 class ODEFunc(nn.Module):
@@ -40,21 +41,25 @@ class ODEBlock(nn.Module):
     ``augment_dim`` zero channels are appended to the input along dim 1 before the solve (:func:`augment`), so
     ``func`` works on ``C + augment_dim`` channels and the output has them too. The integrator given at
     construction is the default; :meth:`forward` accepts another one so the same trained block can be re-solved
-    (e.g. at a reference tolerance to measure numerical error).
+    (e.g. at a reference tolerance to measure numerical error). With a ``regularization`` (RNODE terms), training
+    solves also integrate the kinetic / Jacobian terms (``models/regularization.py``).
     """
 
-    def __init__(self, func: nn.Module, integrator: Integrator, end_time: float = 1.0, augment_dim: int = 0):
+    def __init__(self, func: nn.Module, integrator: Integrator, end_time: float = 1.0, augment_dim: int = 0,
+                 regularization: Regularization | None = None):
         super().__init__()
         if augment_dim < 0:
             raise ValueError(f"augment_dim must be >= 0, got {augment_dim}")
         self.func = func
         self.integrator = integrator
         self.augment_dim = augment_dim
+        self.regularization = regularization
         self.register_buffer("times", torch.tensor([0.0, end_time]), persistent=False)
 
     def forward(self, h: torch.Tensor, integrator: Integrator | None = None) -> torch.Tensor:
         solve = integrator or self.integrator
-        return solve(self.func, augment(h, self.augment_dim), self.times.to(h.dtype))[-1]
+        h0 = augment(h, self.augment_dim)
+        return solve_regularized(solve, self.func, h0, self.times.to(h.dtype), self.regularization, self.training)[-1]
 
 
 class ODENet(nn.Module):
@@ -65,14 +70,17 @@ class ODENet(nn.Module):
     set the sizes. ``augment_dim`` > 0 makes it an augmented ODE-Net (Dupont et al. 2019): that many zero
     channels join the stem's features before the ODE block, the ODE function works on ``channels +
     augment_dim`` channels, and the head reads all of them. Input ``(B, in_channels, 28, 28)`` (or
-    ``(B, 28, 28)``), output logits ``(B, num_classes)``.
+    ``(B, 28, 28)``), output logits ``(B, num_classes)``. ``regularization``: RNODE weights (Finlay et al. 2020)
+    whose terms the ODE block integrates while training.
     """
 
     def __init__(self, integrator: Integrator, downsampling: Downsampling | str = "conv", channels: int = 64,
-                 in_channels: int = 1, num_classes: int = 10, augment_dim: int = 0):
+                 in_channels: int = 1, num_classes: int = 10, augment_dim: int = 0,
+                 regularization: Regularization | None = None):
         super().__init__()
         self.stem = downsampling_stem(downsampling, in_channels, channels)
-        self.ode_block = ODEBlock(ODEFunc(channels + augment_dim), integrator, augment_dim=augment_dim)
+        self.ode_block = ODEBlock(ODEFunc(channels + augment_dim), integrator, augment_dim=augment_dim,
+                                  regularization=regularization)
         self.head = classifier_head(channels + augment_dim, num_classes)
 
     @property
