@@ -127,14 +127,14 @@ def exact_trace(dz: torch.Tensor, z: torch.Tensor, create_graph: bool) -> torch.
     return exact_jacobian_terms(dz, z, create_graph)[0]
 
 
-def hutchinson_terms(dz: torch.Tensor, z: torch.Tensor, noise: torch.Tensor,
-                     create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unbiased estimates ``(e^T (d dz/dz) e, ||e^T d dz/dz||^2)`` of the trace and the squared Frobenius norm
-    per sample with the probe ``noise`` ``e`` ``(n, d)``: one vector-Jacobian product for both."""
+def hutchinson_terms(dz: torch.Tensor, z: torch.Tensor, noise: torch.Tensor, create_graph: bool,
+                     frobenius: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unbiased estimates ``(e^T (d dz/dz) e, ||e^T d dz/dz||^2 or None)`` of the trace and (when ``frobenius``)
+    the squared Frobenius norm per sample with the probe ``noise`` ``e`` ``(n, d)``: one vector-Jacobian product."""
     vjp = torch.autograd.grad(dz, z, noise, create_graph=create_graph, retain_graph=True, allow_unused=True)[0]
     if vjp is None:  # dz does not depend on z
         vjp = torch.zeros_like(z)
-    return (vjp * noise).sum(dim=1), vjp.pow(2).sum(dim=1)
+    return (vjp * noise).sum(dim=1), (vjp.pow(2).sum(dim=1) if frobenius else None)
 
 
 def hutchinson_trace(dz: torch.Tensor, z: torch.Tensor, noise: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -151,17 +151,20 @@ def draw_noise(like: torch.Tensor, kind: str, generator: torch.Generator | None 
     return (2 * signs - 1).to(like.dtype)
 
 
-def exact_jacobian_terms(dz: torch.Tensor, z: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(tr(d dz/dz), ||d dz/dz||_F^2)`` per sample from the Jacobian's rows, one autograd pass per dimension."""
+def exact_jacobian_terms(dz: torch.Tensor, z: torch.Tensor, create_graph: bool,
+                         frobenius: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(tr(d dz/dz), ||d dz/dz||_F^2 or None)`` per sample from the Jacobian's rows, one autograd pass per
+    dimension; the squared Frobenius norm only when ``frobenius``."""
     trace = torch.zeros(dz.shape[0], dtype=dz.dtype, device=dz.device)
-    frobenius = torch.zeros_like(trace)
+    norm = torch.zeros_like(trace) if frobenius else None
     for i in range(z.shape[1]):
         row = torch.autograd.grad(dz[:, i].sum(), z, create_graph=create_graph, retain_graph=True,
                                   allow_unused=True)[0]
-        if row is not None:
+        if row is not None:  # None: dz does not depend on z (a zero divergence)
             trace = trace + row[:, i]
-            frobenius = frobenius + row.pow(2).sum(dim=1)
-    return trace, frobenius
+            if frobenius:
+                norm = norm + row.pow(2).sum(dim=1)
+    return trace, norm
 
 
 class EndTime(nn.Module):
@@ -220,16 +223,18 @@ class AugmentedDynamics(nn.Module):
                 if not z.requires_grad:
                     z = z.detach().requires_grad_(True)
                 dz = self.field(time, z)
+                wanted = "jacobian" in self.terms
                 if self.noise is None:
-                    trace, frobenius = exact_jacobian_terms(dz, z, create_graph=differentiate)
+                    trace, frobenius = exact_jacobian_terms(dz, z, differentiate, frobenius=wanted)
                 else:
-                    trace, frobenius = hutchinson_terms(dz, z, self.noise, create_graph=differentiate)
+                    trace, frobenius = hutchinson_terms(dz, z, self.noise, differentiate, frobenius=wanted)
             if not differentiate:
-                dz, trace, frobenius = dz.detach(), trace.detach(), frobenius.detach()
+                dz, trace = dz.detach(), trace.detach()
+                frobenius = frobenius.detach() if frobenius is not None else None
         rates = [dz, -trace]
         for name in self.terms:
             rates.append(dz.pow(2).sum(dim=1) if name == "kinetic" else frobenius)
-        if t1 is not None:
+        if t1 is not None and not (isinstance(t1, float) and t1 == 1.0):
             rates = [t1 * r for r in rates]
         return tuple(rates)
 
