@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "SolverSchema",
     "GradSchema",
+    "RegSchema",
     "OptimSchema",
     "TrainerSchema",
     "LoggerSchema",
@@ -99,9 +100,18 @@ SOLVER_OPTIONS = tuple(f.name for f in dataclasses.fields(SolverSchema)
 
 @dataclasses.dataclass
 class GradSchema:
-    """How gradients flow through the solver: backprop | adjoint | adjoint_seminorm."""
+    """How gradients flow through the solver: backprop | adjoint | adjoint_seminorm | checkpoint."""
 
     method: str = MISSING  # stated by each conf/grad/<method>.yaml
+
+
+@dataclasses.dataclass
+class RegSchema:
+    """RNODE regularisers (Finlay et al. 2020) added to the training loss: weights of the integrated kinetic
+    energy ``int ||f||^2 dt`` and Jacobian Frobenius norm ``int ||df/dz||_F^2 dt`` (0: not integrated)."""
+
+    kinetic_weight: float = 0.0
+    jacobian_weight: float = 0.0
 
 
 @dataclasses.dataclass
@@ -154,6 +164,7 @@ class TrainSchema:
     data: Any = MISSING
     solver: SolverSchema = dataclasses.field(default_factory=SolverSchema)
     grad: GradSchema = dataclasses.field(default_factory=GradSchema)
+    reg: RegSchema = dataclasses.field(default_factory=RegSchema)
     optim: OptimSchema = dataclasses.field(default_factory=OptimSchema)
     trainer: TrainerSchema = dataclasses.field(default_factory=TrainerSchema)
     logger: LoggerSchema = dataclasses.field(default_factory=LoggerSchema)
@@ -188,7 +199,7 @@ register(None, "compare_schema", CompareSchema)
 # ---------------------------------------------------------------------------------------------------------
 
 #: Parameters the loop passes itself, never config keys.
-PASSED_BY_THE_LOOP = ("integrator", "device", "data")
+PASSED_BY_THE_LOOP = ("integrator", "regularization", "device", "data")
 
 
 def _locate(path: str) -> Callable:
@@ -377,5 +388,8 @@ def validate(cfg: Any) -> Integrator:
         raise ConfigError(f"unknown logger.name={cfg.logger.name!r}; valid: {', '.join(LOGGERS)} (e.g. logger=none)")
     if not 0 <= cfg.seed < SEED_RANGE:
         raise ConfigError(f"seed={cfg.seed} is out of range: use 0 <= seed < 2**32")
+    for name in ("kinetic_weight", "jacobian_weight"):
+        if not cfg.reg[name] >= 0:
+            raise ConfigError(f"reg.{name}={cfg.reg[name]} is invalid; regulariser weights must be >= 0")
     _check_data(cfg.data)
     return integrator

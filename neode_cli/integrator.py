@@ -15,7 +15,7 @@ import torch
 
 from . import ode
 
-GRADIENT_METHODS = ("backprop", "adjoint", "adjoint_seminorm")
+GRADIENT_METHODS = ("backprop", "adjoint", "adjoint_seminorm", "checkpoint")
 
 
 class _Still(torch.nn.Module):
@@ -31,7 +31,9 @@ class Integrator:
 
     ``gradient`` is one of :data:`GRADIENT_METHODS`: ``backprop`` differentiates through the solver's
     operations; ``adjoint`` solves the adjoint ODE backwards (memory independent of the number of steps);
-    ``adjoint_seminorm`` is the adjoint with the parameter components dropped from its error norm.
+    ``adjoint_seminorm`` is the adjoint with the parameter components dropped from its error norm;
+    ``checkpoint`` gives backprop's gradient by replaying checkpointed steps (Zhuang et al. 2020; saved memory
+    of the step states plus one step's activations; neode backend only).
     ``options`` are the solver options (``step_size`` for fixed-grid methods, ...).
     """
 
@@ -45,6 +47,8 @@ class Integrator:
     def __post_init__(self) -> None:
         if self.gradient not in GRADIENT_METHODS:
             raise ValueError(f"unknown gradient method {self.gradient!r}; valid: {', '.join(GRADIENT_METHODS)}")
+        if self.gradient == "checkpoint" and self.backend != "neode":
+            raise ValueError("the checkpoint gradient needs the neode backend (solver.backend=neode)")
         if self.backend not in ode.BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(ode.BACKENDS)}")
 
@@ -65,6 +69,9 @@ class Integrator:
         if self.gradient == "backprop":
             return ode.odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
                               options=options, backend=self.backend)
+        if self.gradient == "checkpoint":
+            return ode.odeint_checkpoint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
+                                         options=options, params=tuple(func.parameters()))
         adjoint_options = {"norm": "seminorm"} if self.gradient == "adjoint_seminorm" else None
         return ode.odeint_adjoint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
                                   options=options, adjoint_options=adjoint_options,

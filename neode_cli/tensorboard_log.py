@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Keys of the run summary (``metrics.json``) shown as hyperparameters.
 HPARAM_KEYS = ("model", "data", "solver", "grad", "rtol", "atol", "step_size", "backend", "seed", "optim", "lr",
-               "batch_size", "max_epochs", "experiment", "budget", "status", "device")
+               "batch_size", "max_epochs", "experiment", "budget", "status", "device", "reg_kinetic_weight",
+               "reg_jacobian_weight")
 #: Settings that do not apply to a model without an ODE (shown as "-", as in the report).
 _ODE_KEYS = ("solver", "grad", "rtol", "atol", "step_size", "backend")
 

@@ -38,6 +38,7 @@ from .checkpoint import (CheckpointError, LoopPosition, PartialEpoch, capture, c
 from .config import ConfigError, validate
 from .integrator import Integrator
 from .measure import PeakMemory, Stopwatch, count_parameters
+from .models.regularization import Regularization
 from .ode import SolverError, collect_stats
 from .interrupts import Interrupted, StopSignals, exit_code, signal_name
 from .run_lock import RunLock, RunLocked
@@ -45,7 +46,7 @@ from .runs import RunRecord
 from .tasks.base import batch_limit
 from .tensorboard_log import open_writer, write_hparams
 
-__all__ = ["RunError", "train", "resolve_device", "build_model", "build_optimizer"]
+__all__ = ["RunError", "train", "resolve_device", "build_regularization", "build_model", "build_optimizer"]
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(model_cfg: Any, integrator: Integrator) -> torch.nn.Module:
-    """``instantiate(model_cfg)``, handing it ``integrator`` when its constructor takes one."""
+def build_regularization(reg: Any) -> Regularization:
+    """The RNODE :class:`Regularization` a model receives, from the ``reg`` config group."""
+    return Regularization(kinetic_weight=float(reg.kinetic_weight), jacobian_weight=float(reg.jacobian_weight))
+
+
+def build_model(model_cfg: Any, integrator: Integrator, regularization: Regularization | None = None) -> torch.nn.Module:
+    """``instantiate(model_cfg)``, handing it ``integrator`` (and ``regularization``) when its constructor takes one.
+
+    Active regularisers for a model that takes none (no ODE) are a :class:`ConfigError`.
+    """
     target = get_class(model_cfg._target_)
-    takes_integrator = "integrator" in inspect.signature(target).parameters
+    parameters = inspect.signature(target).parameters
     # Through a partial: instantiate() would turn a dataclass kwarg (the Integrator) into a DictConfig.
     build = instantiate(model_cfg, _partial_=True)
-    return build(integrator=integrator) if takes_integrator else build()
+    kwargs = {"integrator": integrator} if "integrator" in parameters else {}
+    if regularization is not None and regularization.terms:
+        if "regularization" not in parameters:
+            raise ConfigError(f"reg= applies to models with an ODE (odenet, latent_ode, cnf), not {target.__name__}; "
+                              "use reg=none")
+        kwargs["regularization"] = regularization
+    return build(**kwargs)
 
 
 def build_optimizer(optim: Any, parameters, batch_size: int | None):
@@ -175,6 +190,9 @@ def _summary_head(cfg: DictConfig, choices: dict) -> dict[str, Any]:
         "optim": cfg.optim.name, "lr": None, "batch_size": cfg.data.get("batch_size"),
         "params": None, "epochs": 0, "max_epochs": cfg.trainer.max_epochs,
         "experiment": choices.get("experiment"), "budget": choices.get("budget"),
+        # The follow-up axes a model may have (augmented ODEs, FFJORD's learned end time), as flat keys.
+        **{key: cfg.model[key] for key in ("augment_dim", "learn_t1") if key in cfg.model},
+        "reg_kinetic_weight": cfg.reg.kinetic_weight, "reg_jacobian_weight": cfg.reg.jacobian_weight,
     }
 
 
@@ -345,7 +363,7 @@ class _Run:
         summary.update(task.record_fields())
         # Reseed so the model's initial weights do not depend on how much randomness the data used.
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, integrator).to(device)
+        model = build_model(cfg.model, integrator, build_regularization(cfg.reg)).to(device)
         summary["params"] = count_parameters(model)
         optimizer, scheduler = build_optimizer(cfg.optim, model.parameters(), cfg.data.get("batch_size"))
         summary["lr"] = optimizer.param_groups[0]["lr"]

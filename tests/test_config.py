@@ -30,7 +30,7 @@ def test_groups_of_the_issue_are_present():
     solvers = {p.stem for p in (CONF / "solver").glob("*.yaml")}
     assert solvers >= {"euler", "midpoint", "heun2", "heun3", "rk4", "adaptive_heun", "fehlberg2", "bosh3",
                        "dopri5", "tsit5", "dopri8"}
-    assert {p.stem for p in (CONF / "grad").glob("*.yaml")} == {"backprop", "adjoint", "adjoint_seminorm"}
+    assert {p.stem for p in (CONF / "grad").glob("*.yaml")} == {"backprop", "adjoint", "adjoint_seminorm", "checkpoint"}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

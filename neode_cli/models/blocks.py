@@ -8,6 +8,7 @@ blocks, and a GroupNorm-ReLU-average-pool-linear head.
 from __future__ import annotations
 
 import enum
+import math
 
 import torch
 from torch import nn
@@ -21,8 +22,12 @@ class Downsampling(str, enum.Enum):
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with ``min(32, channels)`` groups, as in the authors' example."""
-    return nn.GroupNorm(min(32, channels), channels)
+    """GroupNorm with ``min(32, channels)`` groups, as in the authors' example.
+
+    When that does not divide ``channels`` (e.g. 64 + 3 augmented channels) the largest common divisor of the
+    two is used, so augmented ODE blocks (:class:`neode_cli.models.odenet.ODEBlock`) get a valid norm.
+    """
+    return nn.GroupNorm(math.gcd(min(32, channels), channels), channels)
 
 
 class ConcatConv2d(nn.Module):

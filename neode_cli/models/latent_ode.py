@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from .augment import augment
+from .regularization import Regularization, solve_regularized
 from .rnn import Cell, make_recurrent, time_gaps
 
 __all__ = ["LatentODE", "LatentDynamics", "ACTIVATIONS"]
@@ -46,7 +48,10 @@ class LatentODE(nn.Module):
 
     ``integrator``: called as ``integrator(func, z0, t)``; ``likelihood_std``: the fixed observation noise
     of the Gaussian likelihood; ``cell``: the recognition RNN's cell (``rnn`` or ``gru``); ``activation``: the
-    dynamics' nonlinearity (:data:`ACTIVATIONS`).
+    dynamics' nonlinearity (:data:`ACTIVATIONS`); ``augment_dim``: zero dimensions appended to the sampled
+    ``z(0)`` (augmented neural ODE, Dupont et al. 2019), so the dynamics run in ``latent_dim + augment_dim``
+    dimensions and the decoder reads all of them (the prior and posterior stay on ``latent_dim``);
+    ``regularization``: RNODE weights (Finlay et al. 2020) whose terms training solves integrate.
     """
 
     # These defaults are the config's too (``model=latent_ode``): the schema is generated from this signature.
@@ -58,16 +63,23 @@ class LatentODE(nn.Module):
                  dec_hidden: int = 20,  # decoder: one hidden layer (paper: 20 units), ReLU
                  likelihood_std: float = 0.3,  # fixed std of the Gaussian likelihood (latent_ode.yaml: the data's)
                  cell: Cell | str = "rnn",  # recognition RNN: rnn (plain tanh RNN, as the authors' example) | gru
-                 activation: str = "elu"):  # of the dynamics: elu (authors' example) | tanh (smooth)
+                 activation: str = "elu",  # of the dynamics: elu (authors' example) | tanh (smooth)
+                 augment_dim: int = 0,  # > 0: zero dimensions appended to z(0) (augmented ODE, Dupont et al. 2019)
+                 regularization: Regularization | None = None):  # RNODE weights, passed in like the integrator
         super().__init__()
         if likelihood_std <= 0:
             raise ValueError(f"likelihood_std must be positive, got {likelihood_std}")
+        if augment_dim < 0:
+            raise ValueError(f"augment_dim must be >= 0, got {augment_dim}")
         self.integrator = integrator
         self.likelihood_std = likelihood_std
+        self.augment_dim = augment_dim
+        self.regularization = regularization
         self.encoder = make_recurrent(cell, obs_dim + 1, rec_hidden)
         self.encoder_out = nn.Linear(rec_hidden, 2 * latent_dim)   # mean, log-variance of q(z0|x)
-        self.dynamics = LatentDynamics(latent_dim, dyn_hidden, activation)
-        self.decoder = nn.Sequential(nn.Linear(latent_dim, dec_hidden), nn.ReLU(), nn.Linear(dec_hidden, obs_dim))
+        state_dim = latent_dim + augment_dim
+        self.dynamics = LatentDynamics(state_dim, dyn_hidden, activation)
+        self.decoder = nn.Sequential(nn.Linear(state_dim, dec_hidden), nn.ReLU(), nn.Linear(dec_hidden, obs_dim))
 
     def encode(self, obs_t: torch.Tensor, obs_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance ``(B, L)`` of ``q(z(0) | observations)``."""
@@ -79,9 +91,13 @@ class LatentODE(nn.Module):
         return mean, logvar
 
     def decode_at(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """Decoded means ``(B, T, D)`` at the increasing times ``times (T,)`` (with ``times[0] >= 0``)."""
+        """Decoded means ``(B, T, D)`` at the increasing times ``times (T,)`` (with ``times[0] >= 0``).
+
+        ``z0 (B, L)`` is the sampled initial latent state; the augmented zeros are appended here.
+        """
         solve_t = times if bool(times[0] == 0) else torch.cat((times.new_zeros(1), times))
-        z = self.integrator(self.dynamics, z0, solve_t)                 # (T', B, L)
+        z = solve_regularized(self.integrator, self.dynamics, augment(z0, self.augment_dim), solve_t,
+                              self.regularization, self.training)                # (T', B, L + A)
         if solve_t is not times:
             z = z[1:]
         return self.decoder(z.transpose(0, 1))

@@ -3,7 +3,8 @@
 Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
 
 - :func:`odeint` / :func:`odeint_adjoint`: solve ``dy/dt = func(t, y)``; gradients by backpropagation through
-  the solver's operations or by the continuous adjoint.
+  the solver's operations or by the continuous adjoint. :func:`odeint_checkpoint` (neode's own, see
+  :mod:`.checkpoint`): backprop's gradient from checkpointed steps, replayed one at a time.
 - Methods: fixed grid ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``; adaptive ``adaptive_heun``,
   ``fehlberg2``, ``bosh3``, ``dopri5`` (default), ``tsit5``, ``dopri8`` (see :mod:`.tableaux`); fixed-grid
   linear multistep ``explicit_adams``, ``implicit_adams`` (alias ``fixed_adams``) (see :mod:`.adams`);
@@ -24,6 +25,7 @@ import torch
 
 from . import control
 from .adjoint import AdjointSpec, adjoint_block_sizes, adjoint_solve
+from .checkpoint import odeint_checkpoint
 from .errors import NonFiniteStateError, SolverError, StepSizeUnderflowError, TooManyStepsError
 from .integrate import WorkCounts, integrate
 from .problem import make_settings, prepare
@@ -36,6 +38,7 @@ from .tableaux import TABLEAUX
 __all__ = [
     "odeint",
     "odeint_adjoint",
+    "odeint_checkpoint",
     "SolveStats",
     "collect_stats",
     "SolverError",

@@ -26,6 +26,9 @@ __all__ = ["SolveSettings", "WorkCounts", "integrate"]
 FlatFunc = Callable[[float, torch.Tensor], torch.Tensor]
 #: Called when the solve reaches output time index ``i`` (jump mode); returns the state to continue from.
 OutputJump = Callable[[int, torch.Tensor], torch.Tensor]
+#: Called once per accepted step with ``(s, h, s1, y)``: the step starts at solver time ``s`` from state ``y``,
+#: its stages use step ``h`` (``dt = direction * h``) and it ends at ``s1`` (used by the checkpoint adjoint).
+StepHook = Callable[[float, float, float, torch.Tensor], None]
 
 # Consecutive non-finite error estimates tolerated (each shrinks the step by dfactor) before giving up.
 _MAX_NONFINITE_REJECTS = 30
@@ -77,26 +80,28 @@ def _outputs_reached(s_times: Sequence[float], i: int, s1: float) -> tuple[int, 
 
 
 def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction: float,
-              settings: SolveSettings, counts: WorkCounts, on_output: OutputJump | None = None) -> torch.Tensor:
+              settings: SolveSettings, counts: WorkCounts, on_output: OutputJump | None = None,
+              on_accept: StepHook | None = None) -> torch.Tensor:
     """Solve from ``s_times[0]`` through all output times.
 
     Returns the states at ``s_times`` stacked as ``(len(s_times), N)``. In jump mode (``on_output`` given,
     used by the adjoint) every step ends exactly on the output times, ``on_output(i, y)`` may replace the
     state there, and the return value is the final state after the last jump.
-    ``counts`` is updated as the solve goes, so it is right even when the solve raises.
+    ``counts`` is updated as the solve goes, so it is right even when the solve raises. ``on_accept`` (see
+    :data:`StepHook`) sees every accepted step.
     """
     if settings.loop is not None:
         return settings.loop(func, y0, s_times, direction, settings, counts, on_output)
     if settings.plan.tab.adaptive:
-        return _adaptive(func, y0, s_times, direction, settings, counts, on_output)
-    return _fixed_grid(func, y0, s_times, direction, settings, counts, on_output)
+        return _adaptive(func, y0, s_times, direction, settings, counts, on_output, on_accept)
+    return _fixed_grid(func, y0, s_times, direction, settings, counts, on_output, on_accept)
 
 
 def _remedy_line(t: float, h: float, nfe: int) -> str:
     return f"at t={t:.6g} with step size {h:.3g} after {nfe} function evaluations"
 
 
-def _adaptive(func, y0, s_times, direction, st: SolveSettings, counts: WorkCounts, on_output):
+def _adaptive(func, y0, s_times, direction, st: SolveSettings, counts: WorkCounts, on_output, on_accept=None):
     plan = st.plan
     n_times = len(s_times)
     outputs = [y0.unsqueeze(0)]
@@ -157,6 +162,8 @@ def _adaptive(func, y0, s_times, direction, st: SolveSettings, counts: WorkCount
             counts.accepted += 1
             nonfinite_streak = 0
             s1 = s_stop if clipped else s + h_try
+            if on_accept is not None:
+                on_accept(s, h_try, s1, y)
             f1 = ks[-1] if fsal else None  # FSAL: the last stage is f(t1, y1)
             j, n_inside = _outputs_reached(s_times, i, s1)
             if j > i:
@@ -218,7 +225,7 @@ def _grid(s0: float, s1: float, step: float) -> list[float]:
     return [s0 + k * step for k in range(n)] + [s1]
 
 
-def _fixed_grid(func, y0, s_times, direction, st: SolveSettings, counts: WorkCounts, on_output):
+def _fixed_grid(func, y0, s_times, direction, st: SolveSettings, counts: WorkCounts, on_output, on_accept=None):
     plan = st.plan
     n_times = len(s_times)
     jump_mode = on_output is not None
@@ -251,6 +258,8 @@ def _fixed_grid(func, y0, s_times, direction, st: SolveSettings, counts: WorkCou
         y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
         counts.nfe += len(ks) - 1
         counts.accepted += 1
+        if on_accept is not None:
+            on_accept(s, h, s1, y)
         f1 = None
         j, n_inside = _outputs_reached(s_times, i, s1)
         if j > i:

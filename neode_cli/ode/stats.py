@@ -25,6 +25,9 @@ Details of the counting (neode backend):
   backprop (there is no backward solve).
 - Adjoint: ``nfe_backward`` counts augmented evaluations (one ``func`` call plus one VJP each), including
   the re-evaluation after each jump of the adjoint state at an output time with a gradient.
+- Checkpoint (``odeint_checkpoint``): no backward solve; ``nfe_backward`` counts the evaluations of the
+  replayed accepted steps (``s - 1`` per step for FSAL methods such as dopri5 without outputs inside the
+  step, else ``s``, plus ``f(t1, y1)`` where the dense output needs it); ``backward_steps_*`` stay 0.
 - ``backend="torchdiffeq"``: NFE counted by wrapping ``func`` (same definitions); step counters stay 0.
 
 Use :func:`collect_stats` to read them around any code; collectors nest, and backward counts reach the

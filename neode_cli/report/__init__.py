@@ -49,3 +49,7 @@ from .cnf import FfjordToys, Fig4, Fig5  # noqa: E402
 register(Fig4())
 register(Fig5())
 register(FfjordToys())
+# ---- f14: RNODE (experiment=rnode): NFE and NLL vs regulariser weight ----------------------------------------
+from .rnode import Rnode  # noqa: E402
+
+register(Rnode())

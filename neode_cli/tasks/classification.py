@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..data.mnist import DATASETS, MnistData, load_dataset
 from ..integrator import Integrator
+from ..models.regularization import collect_regularization
 from ..ode import SolverError, collect_stats
 from .base import Task, batch_limit, present, require_at_least, require_choice, require_positive
 
@@ -132,12 +133,14 @@ class ClassificationTask(Task):
     # ----------------------------------------------------------------------------------- loss and eval
 
     def training_loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean cross entropy of the batch, and its accuracy in percent."""
+        """Mean cross entropy of the batch (plus the model's RNODE penalty, if any), its accuracy in percent
+        and the regulariser values (``reg_kinetic``, ``reg_jacobian``)."""
         x, y = batch
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with collect_regularization() as reg:
+            logits = model(x)
+        loss = reg.add_to(F.cross_entropy(logits, y))
         accuracy = 100.0 * (logits.argmax(dim=1) == y).float().mean().item()
-        return loss, {"accuracy": accuracy}
+        return loss, {"accuracy": accuracy, **reg.metrics()}
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, limit_batches: float | int | None = None) -> dict[str, float]:

@@ -21,6 +21,7 @@ from ..data.energies import ENERGIES, get_energy
 from ..data.toy2d import TOY_SAMPLERS, sample_toy
 from ..ode import SolveStats, collect_stats
 from .base import Task, batch_limit, present, require_at_least, require_choice, require_positive
+from ..models.regularization import collect_regularization
 
 #: Fractions of the integration time (or of the K layers of a discrete flow) shown in the snapshots.
 SNAPSHOT_FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -31,6 +32,12 @@ def reverse_kl(model: torch.nn.Module, energy: Callable[[torch.Tensor], torch.Te
     """Monte-Carlo ``E_q[log q(x) + U(x)] = KL(q || exp(-U)/Z) - log Z`` over ``n`` model samples (scalar)."""
     x, log_q = model.sample(n, generator=generator)
     return (log_q + energy(x)).mean()
+
+
+def _learned_state(model: torch.nn.Module) -> dict[str, float]:
+    """The model's ``record_values()`` when it has one (a CNF with ``learn_t1``: ``{"t1": ...}``), else nothing."""
+    record = getattr(model, "record_values", None)
+    return dict(record()) if callable(record) else {}
 
 
 def _draw_seed() -> int:
@@ -153,9 +160,11 @@ class ToyDensityTask(Task):
         return list(torch.from_numpy(x).to(self.device).split(self.batch_size))
 
     def training_loss(self, model, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Negative mean log-likelihood of the batch."""
-        loss = -model.log_prob(batch).mean()
-        return loss, {"nll": loss.item()}
+        """Negative mean log-likelihood of the batch, plus the model's RNODE penalty, if any (metrics: ``nll``,
+        ``reg_kinetic``, ``reg_jacobian``)."""
+        with collect_regularization() as reg:
+            nll = -model.log_prob(batch).mean()
+        return reg.add_to(nll), {"nll": nll.item(), **reg.metrics()}
 
     def evaluate(self, model, limit_batches: float | int | None = None) -> dict[str, float]:
         """``test_nll``: mean negative log-likelihood (nats) over the held-out set; plus its standard error and,
@@ -164,7 +173,8 @@ class ToyDensityTask(Task):
         with collect_stats() as stats:
             nll = torch.cat([-model.log_prob(b) for b in batches[:batch_limit(len(batches), limit_batches)]])
         return _with_solver_work({"test_nll": nll.mean().item(),
-                                  "test_nll_se": (nll.std() / math.sqrt(len(nll))).item()}, stats)
+                                  "test_nll_se": (nll.std() / math.sqrt(len(nll))).item(),
+                                  **_learned_state(model)}, stats)
 
     def record_fields(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "batches_per_epoch": self.batches_per_epoch, "n_test": len(self.test_x)}
@@ -197,9 +207,10 @@ class DensityMatchingTask(Task):
         return [self.batch_size] * self.batches_per_epoch
 
     def training_loss(self, model, batch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reverse KL (up to ``log Z``) on ``batch`` fresh model samples."""
-        loss = reverse_kl(model, self.energy, batch)
-        return loss, {"kl": loss.item()}
+        """Reverse KL (up to ``log Z``) on ``batch`` fresh model samples, plus the model's RNODE penalty, if any."""
+        with collect_regularization() as reg:
+            kl = reverse_kl(model, self.energy, batch)
+        return reg.add_to(kl), {"kl": kl.item(), **reg.metrics()}
 
     def evaluate(self, model, limit_batches: float | int | None = None) -> dict[str, float]:
         """``kl_loss``: ``E_q[log q + U]`` over ``n_eval`` fixed-seed samples; plus its standard error and, for
@@ -215,7 +226,8 @@ class DensityMatchingTask(Task):
                 terms.append(log_q + self.energy(x))
         values = torch.cat(terms)
         return _with_solver_work({"kl_loss": values.mean().item(),
-                                  "kl_loss_se": (values.std() / math.sqrt(len(values))).item()}, stats)
+                                  "kl_loss_se": (values.std() / math.sqrt(len(values))).item(),
+                                  **_learned_state(model)}, stats)
 
     def record_fields(self) -> dict[str, Any]:
         return {"target": self.target, "batches_per_epoch": self.batches_per_epoch, "n_eval": self.n_eval}

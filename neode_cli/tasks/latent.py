@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import torch
 
 from ..data.spirals import SpiralSet, check_spiral_options, make_spirals
+from ..models.regularization import collect_regularization
 from ..ode import collect_stats
 from .base import OptionError, Task, batch_limit, present, require_at_least
 
@@ -90,8 +91,11 @@ class LatentTask(Task):
         return _Batches(self, torch.randperm(self.data.n_train), self.batch_size)
 
     def training_loss(self, model: SequenceModel, batch: SpiralBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The model's own loss (negative ELBO, or NLL for the RNN) on the batch, and its terms."""
-        return model.loss(batch.obs_t, batch.obs_x)
+        """The model's own loss (negative ELBO, or NLL for the RNN) on the batch plus its RNODE penalty, if any;
+        its terms and the regulariser values (``reg_kinetic``, ``reg_jacobian``)."""
+        with collect_regularization() as reg:
+            loss, terms = model.loss(batch.obs_t, batch.obs_x)
+        return reg.add_to(loss), {**terms, **reg.metrics()}
 
     @torch.no_grad()
     def evaluate(self, model: SequenceModel, limit_batches: float | int | None = None) -> dict[str, float]:
