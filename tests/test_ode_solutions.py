@@ -136,27 +136,3 @@ def test_adaptive_error_shrinks_with_tolerance(method):
         errors.append((ys - exact).abs().max().item())
     assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < (1e-2 if TABLEAUX[method].order < 3 else 1e-4)
-
-
-@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
-def test_tableau_satisfies_order_conditions(method):
-    tab = TABLEAUX[method]
-    S = tab.stages
-    a = [[0.0] * S for _ in range(S)]
-    for i, row in enumerate(tab.a):
-        a[i][:len(row)] = row
-    c = tab.c
-    for i in range(S):
-        assert abs(sum(a[i]) - c[i]) < 1e-12
-    b = tab.b
-    assert abs(sum(b) - 1) < 1e-12
-    if tab.order >= 2:
-        assert abs(sum(bi * ci for bi, ci in zip(b, c)) - 0.5) < 1e-12
-    if tab.order >= 3:
-        assert abs(sum(bi * ci * ci for bi, ci in zip(b, c)) - 1 / 3) < 1e-12
-        ac = [sum(a[i][j] * c[j] for j in range(S)) for i in range(S)]
-        assert abs(sum(bi * x for bi, x in zip(b, ac)) - 1 / 6) < 1e-12
-    assert abs(sum(tab.b_err)) < 1e-12  # both solutions are consistent
-    # dense output reproduces y1 at theta = 1
-    for i, row in enumerate(tab.dense[:S]):
-        assert abs(sum(row) - b[i]) < 1e-12
