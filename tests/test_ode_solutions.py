@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from neode_cli.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, odeint, odeint_adjoint
+from neode_cli.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, collect_stats, odeint, odeint_adjoint
 from neode_cli.ode.tableaux import TABLEAUX
 
 A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=torch.float64)  # damped rotation
@@ -79,9 +79,14 @@ def test_many_output_times_use_dense_output(method):
     y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
     t = torch.linspace(0, 4, 201, dtype=torch.float64)
     tol = 1e-7 if method == "bosh3" else 1e-9
-    ys = odeint(linear_field, y0, t, rtol=tol, atol=tol, method=method, options=_options(method, 0.05))
+    with collect_stats() as dense:
+        ys = odeint(linear_field, y0, t, rtol=tol, atol=tol, method=method, options=_options(method, 0.05))
     bound = {"rk4": 1e-5, "bosh3": 1e-5, "dopri8": 1e-5}.get(method, 1e-7)
     assert (ys - linear_exact(y0, t)).abs().max() < bound
+    # the outputs come from the interpolant: the same steps as with the end point only
+    with collect_stats() as ends:
+        odeint(linear_field, y0, t[[0, -1]], rtol=tol, atol=tol, method=method, options=_options(method, 0.05))
+    assert dense.steps_accepted == ends.steps_accepted and dense.steps_rejected == ends.steps_rejected
 
 
 @pytest.mark.parametrize("dtype,tol,bound", [(torch.float32, 1e-5, 1e-4), (torch.float64, 1e-9, 1e-8)])
