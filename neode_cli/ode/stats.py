@@ -25,6 +25,7 @@ Details of the counting (neode backend):
   backprop (there is no backward solve).
 - Adjoint: ``nfe_backward`` counts augmented evaluations (one ``func`` call plus one VJP each), including
   the re-evaluation after each jump of the adjoint state at an output time with a gradient.
+- A single output time costs nothing (no evaluation, for every method).
 - ``backend="torchdiffeq"``: NFE counted by wrapping ``func`` (same definitions); step counters stay 0.
 
 Use :func:`collect_stats` to read them around any code; collectors nest, and backward counts reach the
