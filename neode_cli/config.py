@@ -88,6 +88,7 @@ class SolverSchema:
     safety: Optional[float] = None
     ifactor: Optional[float] = None
     dfactor: Optional[float] = None
+    controller: Optional[str] = None  # adaptive Runge-Kutta: "i" (integral, the default) or "pi"
     backend: str = Integrator.backend  # neode | torchdiffeq (the reference implementation)
     # Method-specific options passed to the solver as given (Adams max_order/max_iters, scipy_solver solver=...).
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -88,7 +88,8 @@ def test_step_size_underflow_error_on_blow_up():
         odeint(lambda t, y: y * y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64))
     assert isinstance(info.value, (StepSizeUnderflowError, NonFiniteStateError))
     _assert_one_line_with_context(str(info.value))
-    assert "t=0.99" in str(info.value) or "t=1" in str(info.value)
+    t_fail = float(str(info.value).split("at t=")[1].split()[0])
+    assert 0.99 <= t_fail <= 1.0
 
 
 def test_non_finite_state_error():
@@ -206,9 +207,21 @@ def test_adjoint_backend_switch_gives_same_gradients():
 
 
 def test_norm_options():
-    for norm in ("rms", "max", lambda x: x.abs().max()):
-        ys = odeint(linear_field, Y0, T, rtol=1e-8, atol=1e-8, options=dict(norm=norm))
+    calls = []
+
+    def max_norm(x):
+        calls.append(1)
+        return x.abs().max()
+
+    nfe = {}
+    for name, norm in (("rms", "rms"), ("max", "max"), ("callable", max_norm)):
+        with collect_stats() as stats:
+            ys = odeint(linear_field, Y0, T, rtol=1e-8, atol=1e-8, options=dict(norm=norm))
         assert (ys - linear_exact(Y0, T)).abs().max() < 1e-6
+        nfe[name] = stats.nfe_forward
+    # the option reaches the controller: the max norm is >= the RMS norm, so it takes more steps here, and the
+    # callable max norm takes exactly as many as "max"
+    assert nfe["max"] > nfe["rms"] and nfe["callable"] == nfe["max"] and calls
 
 
 def test_time_dtype_option_and_func_time_argument():

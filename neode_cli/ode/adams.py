@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 
 from .errors import NonFiniteStateError, TooManyStepsError
-from .integrate import SolveSettings, WorkCounts, _grid, _outputs_reached, _remedy_line
+from .integrate import SolveSettings, WorkCounts, _outputs_reached, _where, grid_points
 from .stepping import StepPlan, rk_stages
 from .tableaux import _make
 
@@ -133,20 +133,20 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
     jump_mode = on_output is not None
     if n_times == 1:
         return y0 if jump_mode else y0.unsqueeze(0)
-    step = st.step_size
+    step = st.controller.step
     if step is None:
         grid = list(s_times)
     elif jump_mode:
         grid = [s_times[0]]
         for a, b in zip(s_times[:-1], s_times[1:]):
-            grid += _grid(a, b, step)[1:]
+            grid += grid_points(a, b, step)[1:]
     else:
-        grid = _grid(s_times[0], s_times[-1], step)
+        grid = grid_points(s_times[0], s_times[-1], step)
     n_steps = len(grid) - 1
     if n_steps > st.max_num_steps:
         raise TooManyStepsError(
             f"the fixed grid needs {n_steps} steps > max_num_steps={st.max_num_steps} "
-            f"{_remedy_line(direction * s_times[0], step or 0.0, counts.nfe)}; raise step_size or max_num_steps")
+            f"{_where(direction * s_times[0], step or 0.0, counts.nfe)}; raise step_size or max_num_steps")
 
     history: deque[torch.Tensor] = deque(maxlen=max(max_order - 1, 1))  # f at step starts, newest first
     outputs = [y0.unsqueeze(0)]
@@ -205,6 +205,6 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
         finite = bool(torch.isfinite(result).all())
     if not finite:
         raise NonFiniteStateError(
-            f"the state became non-finite by {_remedy_line(direction * s_times[-1], step or 0.0, counts.nfe)} "
+            f"the state became non-finite by {_where(direction * s_times[-1], step or 0.0, counts.nfe)} "
             "(fixed-grid Adams); use a smaller step_size or an adaptive method, or regularise the dynamics")
     return result

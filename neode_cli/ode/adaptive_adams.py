@@ -40,7 +40,7 @@ import torch
 
 from . import control
 from .errors import NonFiniteStateError, StepSizeUnderflowError, TooManyStepsError
-from .integrate import SolveSettings, WorkCounts, _remedy_line
+from .integrate import SolveSettings, WorkCounts, _where
 
 __all__ = ["adaptive_adams_options", "adaptive_adams_loop", "MAX_ORDER"]
 
@@ -98,8 +98,8 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
     counts.nfe += 1
 
     def start_step(f_: torch.Tensor, y_: torch.Tensor) -> float:
-        if st.first_step is not None:
-            return abs(st.first_step)
+        if st.controller.first is not None:
+            return abs(st.controller.first)
 
         def probe(h0: float) -> torch.Tensor:
             counts.nfe += 1
@@ -108,7 +108,7 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
         h0, d0, d1 = control.initial_step(f_, y_, probe, st.rtol, st.atol, st.norm, 1)
         if not (math.isfinite(d0) and math.isfinite(d1)):
             raise NonFiniteStateError(
-                f"non-finite initial state or vector field {_remedy_line(direction * s, 0.0, counts.nfe)}; "
+                f"non-finite initial state or vector field {_where(direction * s, 0.0, counts.nfe)}; "
                 "check y0 and the vector field (inputs, parameters) for NaN/inf")
         return h0
 
@@ -128,11 +128,11 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
         h_try = remaining if clipped else h
         if h_try <= 4.0 * st.time_eps * max(1.0, abs(s)):
             raise StepSizeUnderflowError(
-                f"step size underflow {_remedy_line(direction * s, h_try, counts.nfe)} (adams, order {k}); the "
+                f"step size underflow {_where(direction * s, h_try, counts.nfe)} (adams, order {k}); the "
                 "problem is stiff or singular: loosen rtol/atol, try solver=lsoda (BDF when stiff) or regularise")
         if counts.accepted + counts.rejected >= st.max_num_steps:
             raise TooManyStepsError(
-                f"max_num_steps={st.max_num_steps} reached {_remedy_line(direction * s, h_try, counts.nfe)} "
+                f"max_num_steps={st.max_num_steps} reached {_where(direction * s, h_try, counts.nfe)} "
                 "(adams); raise max_num_steps or loosen rtol/atol")
         dt = direction * h_try
         kk = min(k, len(phi))
@@ -201,7 +201,7 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
             if k_new != kk:
                 steps_at_order = 0
             k = k_new
-            factor = 2.0 if r_new == 0.0 else st.safety * r_new ** (-1.0 / (k + 1))
+            factor = 2.0 if r_new == 0.0 else st.controller.safety * r_new ** (-1.0 / (k + 1))
             h_next = h_try * min(ifactor, max(0.5, factor))
             h = max(h_next, h) if clipped else h_next
             if jump_mode and j_end > i:
@@ -221,7 +221,7 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
                 nonfinite += 1
                 if nonfinite > _MAX_NONFINITE_REJECTS:
                     raise NonFiniteStateError(
-                        f"the state became non-finite {_remedy_line(direction * s, h_try, counts.nfe)} (adams); the "
+                        f"the state became non-finite {_where(direction * s, h_try, counts.nfe)} (adams); the "
                         "dynamics blow up: lower the learning rate, normalise inputs or regularise the dynamics")
                 k, h = 1, h_try * 0.25
                 continue
@@ -230,7 +230,7 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
                 k, h = 1, h_try * 0.25
             else:
                 k = kk - 1 if lower else kk
-                h = h_try * min(0.9, max(0.1, st.safety * ratio ** (-1.0 / (kk + 1))))
+                h = h_try * min(0.9, max(0.1, st.controller.safety * ratio ** (-1.0 / (kk + 1))))
             steps_at_order = 0
     if jump_mode:
         return y

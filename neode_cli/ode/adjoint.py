@@ -25,10 +25,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from .integrate import SolveSettings, WorkCounts, integrate
-from .stats import SolveStats
+from . import control
+from .integrate import SolveSettings, integrate
+from .problem import Problem, make_settings
+from .stats import SolveStats, WorkCounts, record_work
 
-__all__ = ["AdjointSpec", "adjoint_solve"]
+__all__ = ["AdjointSpec", "adjoint_solve", "adjoint_settings", "adjoint_block_sizes"]
 
 
 @dataclasses.dataclass
@@ -57,9 +59,7 @@ class _AdjointSolve(torch.autograd.Function):
             with torch.no_grad():
                 ys = integrate(spec.func, y0, spec.s_times, spec.direction, spec.settings, counts)
         finally:
-            for c in spec.collectors:
-                c.add(nfe_forward=counts.nfe, steps_accepted=counts.accepted, steps_rejected=counts.rejected,
-                      solves=1)
+            record_work(spec.collectors, counts)
         ctx.spec = spec
         ctx.save_for_backward(ys)
         return ys
@@ -105,9 +105,7 @@ class _AdjointSolve(torch.autograd.Function):
             else:
                 z = z0
         finally:
-            for c in spec.collectors:
-                c.add(nfe_backward=counts.nfe, backward_steps_accepted=counts.accepted,
-                      backward_steps_rejected=counts.rejected)
+            record_work(spec.collectors, counts, backward=True)
         grad_y0 = z[N:2 * N]
         grad_params = []
         offset = 2 * N
@@ -120,3 +118,37 @@ class _AdjointSolve(torch.autograd.Function):
 def adjoint_block_sizes(n_state: int, params: Sequence[torch.Tensor]) -> list[int]:
     """Block lengths of the augmented state: state, adjoint state, parameter adjoint."""
     return [n_state, n_state, int(sum(math.prod(p.shape) for p in params))]
+
+
+def adjoint_settings(problem: Problem, params: Sequence[torch.Tensor], *, method, rtol, atol, options,
+                     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options) -> SolveSettings:
+    """Settings of the backward (augmented) solve from the forward arguments and the ``adjoint_*`` ones.
+
+    ``adjoint_rtol/atol/method`` default to the forward ones. With the same method the backward solve inherits
+    the forward options except ``norm``, which is about the forward state (so a fixed grid keeps its
+    ``step_size`` and an adaptive method its ``controller``); ``adjoint_options`` override them key by key.
+    The backward norm: ``adjoint_options['norm']`` when it is a forward norm ("rms", "max", a callable on the
+    augmented state ``(y, a, g)``); ``"seminorm"`` drops the parameter block; by default the maximum of the
+    RMS norms of the three blocks (see the module docstring).
+    """
+    same_method = adjoint_method is None or adjoint_method == (method or "dopri5")
+    inherited = {k: v for k, v in (options or {}).items() if k != "norm"} if same_method else {}
+    backward_options = {**inherited, **(adjoint_options or {})}
+    sizes = adjoint_block_sizes(problem.numel, params)
+    norm = backward_options.pop("norm", None)
+    if norm == "seminorm":
+        default_norm = control.block_rms_norm(sizes, keep=2)
+    elif norm is None:
+        default_norm = control.block_rms_norm(sizes)
+    else:
+        default_norm = None
+        backward_options["norm"] = norm
+
+    def unflatten_augmented(z: torch.Tensor):
+        n = sizes[0]
+        return problem.unflatten_state(z[:n]), problem.unflatten_state(z[n:2 * n]), z[2 * n:]
+
+    return make_settings(
+        adjoint_method if adjoint_method is not None else method,
+        rtol if adjoint_rtol is None else adjoint_rtol, atol if adjoint_atol is None else adjoint_atol,
+        backward_options, default_norm=default_norm, unflatten=unflatten_augmented)

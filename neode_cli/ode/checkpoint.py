@@ -26,7 +26,7 @@ import torch
 
 from .integrate import SolveSettings, WorkCounts, _outputs_reached, integrate
 from .problem import make_settings, prepare
-from .stats import SolveStats, active_collectors
+from .stats import SolveStats, active_collectors, record_work
 from .stepping import StepPlan, combine, dense_output, rk_stages
 
 __all__ = ["odeint_checkpoint", "CheckpointSpec", "checkpoint_solve"]
@@ -71,13 +71,8 @@ def checkpoint_solve(spec: CheckpointSpec, y0: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return integrate(spec.func, y0, spec.s_times, spec.direction, spec.settings, counts)
         finally:
-            _add_forward(spec.collectors, counts)
+            record_work(spec.collectors, counts)
     return _CheckpointSolve.apply(spec, y0, *spec.params)
-
-
-def _add_forward(collectors, counts: WorkCounts) -> None:
-    for c in collectors:
-        c.add(nfe_forward=counts.nfe, steps_accepted=counts.accepted, steps_rejected=counts.rejected, solves=1)
 
 
 class _CheckpointSolve(torch.autograd.Function):
@@ -96,7 +91,7 @@ class _CheckpointSolve(torch.autograd.Function):
                 ys = integrate(spec.func, y0, spec.s_times, spec.direction, spec.settings, counts,
                                on_accept=record)
         finally:
-            _add_forward(spec.collectors, counts)
+            record_work(spec.collectors, counts)
         ctx.spec, ctx.steps = spec, steps
         ctx.save_for_backward(torch.stack(states) if states else y0.new_zeros(0, y0.numel()))  # (steps, N)
         return ys

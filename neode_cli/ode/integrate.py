@@ -1,24 +1,31 @@
-"""The integration loop: fixed grid or adaptive, output at the requested times, work accounting.
+"""The integration loop: one loop for fixed-grid and adaptive methods, output at the requested times, work
+accounting.
 
 Inputs are already normalised by the public API: a flat state ``y0`` of shape ``(N,)``, output times as an
 increasing list of Python floats in *solver time* ``s = direction * t`` (so decreasing ``t`` needs no
 wrapper around ``func``: the loop steps forward in ``s`` and uses ``dt = direction * h`` in the arithmetic),
 and ``func(t, y)`` taking the real time as a Python float and returning a flat tensor.
 
-Host synchronisation: one read of the error ratio per adaptive attempt (the accept/reject decision); the
-fixed-grid loop reads nothing until a single finiteness check at the end.
+Who decides what: the tableau (:mod:`.stepping`) makes a step; the controller (:mod:`.control`) accepts or
+rejects it and proposes the next step size (a fixed grid is the :class:`~.control.ConstantStepController`);
+:func:`_emit_outputs` turns an accepted step into the outputs it reaches; the loop only sequences them,
+shortens a step so it lands on an output time or the end, and counts.
+
+Host synchronisation: one read of the error ratio per attempt with an error-based controller (the
+accept/reject decision); with the constant-step controller no error estimate is formed and nothing is read
+until a single finiteness check at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from . import control
 from .errors import NonFiniteStateError, StepSizeUnderflowError, TooManyStepsError
+from .stats import WorkCounts
 from .stepping import StepPlan, dense_output, rk_stages
 
 __all__ = ["SolveSettings", "WorkCounts", "integrate"]
@@ -30,8 +37,8 @@ OutputJump = Callable[[int, torch.Tensor], torch.Tensor]
 #: its stages use step ``h`` (``dt = direction * h``) and it ends at ``s1`` (used by the checkpoint adjoint).
 StepHook = Callable[[float, float, float, torch.Tensor], None]
 
-# Consecutive non-finite error estimates tolerated (each shrinks the step by dfactor) before giving up.
-_MAX_NONFINITE_REJECTS = 30
+# A step that would leave less than this fraction of itself before a stop is stretched to land on the stop.
+_SLIVER = 1e-10
 
 
 @dataclasses.dataclass
@@ -42,12 +49,8 @@ class SolveSettings:
     rtol: float
     atol: float
     norm: control.Norm
-    step_size: Optional[float] = None
-    first_step: Optional[float] = None
+    controller: control.Controller
     max_num_steps: int = 2**31 - 1
-    safety: float = 0.9
-    ifactor: float = 10.0
-    dfactor: float = 0.2
     time_eps: float = 2.0**-52
     # Methods that are not Runge-Kutta tableaux (Adams, SciPy) bring their own loop with the signature of
     # :func:`integrate`; ``plan`` is then unused and ``extra`` holds their validated method options.
@@ -55,13 +58,140 @@ class SolveSettings:
     extra: dict = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass
-class WorkCounts:
-    """Work of one solve: evaluations of ``func`` and step attempts."""
+def _where(t: float, h: float, nfe: int) -> str:
+    return f"at t={t:.6g} with step size {h:.3g} after {nfe} function evaluations"
 
-    nfe: int = 0
-    accepted: int = 0
-    rejected: int = 0
+
+def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction: float,
+              settings: SolveSettings, counts: WorkCounts, on_output: OutputJump | None = None,
+              on_accept: StepHook | None = None) -> torch.Tensor:
+    """Solve from ``s_times[0]`` through all output times.
+
+    Returns the states at ``s_times`` stacked as ``(len(s_times), N)``. In jump mode (``on_output`` given,
+    used by the adjoint) every step ends exactly on the output times, ``on_output(i, y)`` may replace the
+    state there, and the return value is the final state after the last jump.
+    ``counts`` is updated as the solve goes, so it is right even when the solve raises. ``on_accept`` (see
+    :data:`StepHook`) sees every accepted step (Runge-Kutta methods; the Adams and SciPy loops do not call it).
+    """
+    if settings.loop is not None:
+        return settings.loop(func, y0, s_times, direction, settings, counts, on_output)
+    n_times = len(s_times)
+    jump_mode = on_output is not None
+    if n_times == 1:
+        return y0 if jump_mode else y0.unsqueeze(0)
+    plan, ctl = settings.plan, settings.controller
+    needs_error, fsal = ctl.needs_error, plan.tab.fsal
+    stop_at_each_output = jump_mode or ctl.lands_on_outputs
+    s_end = s_times[-1]
+
+    s, y = s_times[0], y0
+    k1 = func(direction * s, y)
+    counts.nfe += 1
+
+    def probe(h0: float) -> torch.Tensor:
+        counts.nfe += 1
+        return func(direction * (s + h0), y + (direction * h0) * k1)
+
+    try:
+        h = ctl.first_step(k1, y, probe, settings.rtol, settings.atol, settings.norm)
+    except control.GiveUp as stop:
+        raise NonFiniteStateError(f"{stop.what} {_where(direction * s, 0.0, counts.nfe)}; {stop.remedy}") from None
+    state = ctl.start(s)
+    if needs_error:
+        with torch.no_grad():
+            abs_y = y.abs()
+    outputs = [y0.unsqueeze(0)]
+    i = 1
+    while i < n_times:
+        s_stop = s_times[i] if stop_at_each_output else s_end
+        remaining = s_stop - s
+        clipped = h * (1.0 + _SLIVER) >= remaining
+        h_try = remaining if clipped else h
+        if needs_error and h_try <= 4.0 * settings.time_eps * max(1.0, abs(s)):
+            _raise_underflow(state, direction * s, h_try, counts.nfe)
+        if counts.accepted + counts.rejected >= settings.max_num_steps:
+            raise TooManyStepsError(
+                f"reached max_num_steps={settings.max_num_steps} {_where(direction * s, h_try, counts.nfe)}; "
+                f"raise options['max_num_steps'], {ctl.more_steps_hint}, or regularise the dynamics")
+        dt = direction * h_try
+        y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
+        counts.nfe += len(ks) - 1
+        ratio = None
+        if needs_error:
+            with torch.no_grad():
+                err = _error_estimate(ks, plan.err, dt)
+                abs_y1 = y1.abs()
+                scale = torch.maximum(abs_y, abs_y1).mul_(settings.rtol).add_(settings.atol)
+                ratio = settings.norm(err.div_(scale))  # the one host sync of the attempt
+        s1 = s_stop if clipped else s + h_try
+        try:
+            accept, h = ctl.decide(state, ratio, s1, h_try, h if clipped else None)
+        except control.GiveUp as stop:
+            raise NonFiniteStateError(
+                f"{stop.what} {_where(direction * s, h_try, counts.nfe)}; {stop.remedy}") from None
+        if not accept:
+            counts.rejected += 1
+            continue
+        counts.accepted += 1
+        if on_accept is not None:
+            on_accept(s, h_try, s1, y)
+        f1 = ks[-1] if fsal else None  # FSAL: the last stage is f(t1, y1)
+        i, y_next, f1 = _emit_outputs(func, direction, plan, counts, outputs, s_times, i, s, s1, y, y1, ks, f1,
+                                      on_output)
+        if needs_error and y_next is not y1:  # the state jumped: its magnitude for the error scale is stale
+            with torch.no_grad():
+                abs_y1 = y_next.abs()
+        s, y = s1, y_next
+        if needs_error:
+            abs_y = abs_y1
+        if i < n_times:
+            if f1 is None:
+                f1 = func(direction * s, y)
+                counts.nfe += 1
+            k1 = f1
+    result = y if jump_mode else torch.cat(outputs, dim=0)
+    if not needs_error:
+        _check_finite(result, s_times, direction, jump_mode, ctl, counts)
+    return result
+
+
+def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: WorkCounts, outputs: list,
+                  s_times: Sequence[float], i: int, s: float, s1: float, y: torch.Tensor, y1: torch.Tensor,
+                  ks: list, f1: Optional[torch.Tensor], on_output: OutputJump | None):
+    """The outputs an accepted step from ``(s, y)`` to ``(s1, y1)`` reaches, from output index ``i`` on.
+
+    Output times strictly inside the step come from the dense interpolant (one ``f(t1, y1)`` evaluation for
+    methods that are not FSAL, passed in as ``f1`` when already known); output times equal to ``s1`` take
+    ``y1``, or in jump mode let ``on_output`` replace it. Appends to ``outputs`` (not in jump mode) and returns
+    ``(next output index, state to continue from, f(s1, state) or None when unknown)``.
+    """
+    j, n_inside = _outputs_reached(s_times, i, s1)
+    if j == i:
+        return i, y1, f1
+    if n_inside:
+        if f1 is None:
+            f1 = func(direction * s1, y1)
+            counts.nfe += 1
+        h = s1 - s
+        thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
+        ks_ext = ks if plan.tab.fsal else ks + [f1]
+        outputs.append(dense_output(y, ks_ext, direction * h, plan, thetas))
+    for m in range(i + n_inside, j):
+        if on_output is not None:
+            y1 = on_output(m, y1)
+            f1 = None  # the state jumped: the carried derivative is stale
+        else:
+            outputs.append(y1.unsqueeze(0))
+    return j, y1, f1
+
+
+def grid_points(s0: float, s1: float, step: float) -> list[float]:
+    """The grid a constant step walks from ``s0`` to ``s1`` in :func:`integrate`: ``s0 + k * step`` up to the
+    last point that leaves more than a sliver before ``s1``, then ``s1`` (for loops with their own stepping)."""
+    points = [s0]
+    while (s0 + len(points) * step - points[-1]) * (1.0 + _SLIVER) < s1 - points[-1]:
+        points.append(s0 + len(points) * step)
+    return points + [s1]
 
 
 def _outputs_reached(s_times: Sequence[float], i: int, s1: float) -> tuple[int, int]:
@@ -79,136 +209,6 @@ def _outputs_reached(s_times: Sequence[float], i: int, s1: float) -> tuple[int, 
     return j, n_inside
 
 
-def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction: float,
-              settings: SolveSettings, counts: WorkCounts, on_output: OutputJump | None = None,
-              on_accept: StepHook | None = None) -> torch.Tensor:
-    """Solve from ``s_times[0]`` through all output times.
-
-    Returns the states at ``s_times`` stacked as ``(len(s_times), N)``. In jump mode (``on_output`` given,
-    used by the adjoint) every step ends exactly on the output times, ``on_output(i, y)`` may replace the
-    state there, and the return value is the final state after the last jump.
-    ``counts`` is updated as the solve goes, so it is right even when the solve raises. ``on_accept`` (see
-    :data:`StepHook`) sees every accepted step.
-    """
-    if settings.loop is not None:
-        return settings.loop(func, y0, s_times, direction, settings, counts, on_output)
-    if settings.plan.tab.adaptive:
-        return _adaptive(func, y0, s_times, direction, settings, counts, on_output, on_accept)
-    return _fixed_grid(func, y0, s_times, direction, settings, counts, on_output, on_accept)
-
-
-def _remedy_line(t: float, h: float, nfe: int) -> str:
-    return f"at t={t:.6g} with step size {h:.3g} after {nfe} function evaluations"
-
-
-def _adaptive(func, y0, s_times, direction, st: SolveSettings, counts: WorkCounts, on_output, on_accept=None):
-    plan = st.plan
-    n_times = len(s_times)
-    outputs = [y0.unsqueeze(0)]
-    s, y = s_times[0], y0
-    k1 = func(direction * s, y)
-    counts.nfe += 1
-    if n_times == 1:
-        return y0 if on_output is not None else y0.unsqueeze(0)
-
-    if st.first_step is not None:
-        h = abs(st.first_step)
-    else:
-        def probe(h0: float) -> torch.Tensor:
-            counts.nfe += 1
-            return func(direction * (s + h0), y + (direction * h0) * k1)
-
-        h, d0, d1 = control.initial_step(k1, y, probe, st.rtol, st.atol, st.norm, plan.tab.error_order)
-        if not (math.isfinite(d0) and math.isfinite(d1)):
-            raise NonFiniteStateError(
-                f"non-finite initial state or vector field {_remedy_line(direction * s, 0.0, counts.nfe)}; "
-                "check y0 and the vector field (inputs, parameters) for NaN/inf")
-
-    jump_mode = on_output is not None
-    s_end = s_times[-1]
-    with torch.no_grad():
-        abs_y = y.abs()
-    fsal = plan.tab.fsal
-    i = 1
-    nonfinite_streak = 0
-    while i < n_times:
-        s_stop = s_times[i] if jump_mode else s_end
-        remaining = s_stop - s
-        # Land on s_stop when the step would leave a sliver (< 1e-10 h) for a separate, useless step.
-        clipped = h * (1.0 + 1e-10) >= remaining
-        h_try = remaining if clipped else h
-        if h_try <= 4.0 * st.time_eps * max(1.0, abs(s)):
-            if nonfinite_streak:
-                raise NonFiniteStateError(
-                    f"the state became non-finite {_remedy_line(direction * s, h_try, counts.nfe)}; "
-                    "the dynamics blow up: lower the learning rate, normalise inputs or regularise the dynamics")
-            raise StepSizeUnderflowError(
-                f"step size underflow {_remedy_line(direction * s, h_try, counts.nfe)}; the problem is stiff or "
-                "singular here: loosen rtol/atol, use a fixed-step method, or regularise the dynamics")
-        if counts.accepted + counts.rejected >= st.max_num_steps:
-            raise TooManyStepsError(
-                f"reached max_num_steps={st.max_num_steps} {_remedy_line(direction * s, h_try, counts.nfe)}; "
-                "raise options['max_num_steps'], loosen rtol/atol, or regularise the dynamics")
-        dt = direction * h_try
-        y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
-        counts.nfe += len(ks) - 1
-        with torch.no_grad():
-            err = _error_estimate(ks, plan.err, dt)
-            abs_y1 = y1.abs()
-            scale = torch.maximum(abs_y, abs_y1).mul_(st.rtol).add_(st.atol)
-            ratio = st.norm(err.div_(scale))  # the one host sync of the attempt
-
-        if ratio <= 1.0:  # NaN compares False: a non-finite attempt is rejected
-            counts.accepted += 1
-            nonfinite_streak = 0
-            s1 = s_stop if clipped else s + h_try
-            if on_accept is not None:
-                on_accept(s, h_try, s1, y)
-            f1 = ks[-1] if fsal else None  # FSAL: the last stage is f(t1, y1)
-            j, n_inside = _outputs_reached(s_times, i, s1)
-            if j > i:
-                if n_inside:
-                    if f1 is None:
-                        f1 = func(direction * s1, y1)
-                        counts.nfe += 1
-                    thetas = [(s_times[m] - s) / h_try for m in range(i, i + n_inside)]
-                    ks_ext = ks if fsal else ks + [f1]
-                    outputs.append(dense_output(y, ks_ext, dt, plan, thetas))
-                for m in range(i + n_inside, j):
-                    if jump_mode:
-                        y1 = on_output(m, y1)
-                        f1 = None  # the state jumped: the carried derivative is stale
-                        with torch.no_grad():
-                            abs_y1 = y1.abs()
-                    else:
-                        outputs.append(y1.unsqueeze(0))
-                i = j
-            s, y, abs_y = s1, y1, abs_y1
-            if i < n_times:
-                if f1 is None:
-                    f1 = func(direction * s, y)
-                    counts.nfe += 1
-                k1 = f1
-            h_next = h_try * control.next_step_factor(ratio, plan.exponent, st.safety, st.ifactor, 1.0)
-            # A step shortened to land on an output time says nothing against the longer proposal.
-            h = max(h_next, h) if clipped else h_next
-        else:
-            counts.rejected += 1
-            if math.isfinite(ratio):
-                nonfinite_streak = 0
-                h = h_try * control.next_step_factor(ratio, plan.exponent, st.safety, st.ifactor, st.dfactor)
-            else:
-                nonfinite_streak += 1
-                if nonfinite_streak > _MAX_NONFINITE_REJECTS:
-                    raise NonFiniteStateError(
-                        f"the state became non-finite {_remedy_line(direction * s, h_try, counts.nfe)}; "
-                        "the dynamics blow up: lower the learning rate, normalise inputs or regularise the dynamics")
-                h = h_try * st.dfactor
-    if jump_mode:
-        return y
-    return torch.cat(outputs, dim=0)
-
-
 def _error_estimate(ks, err_coeffs, dt: float) -> torch.Tensor:
     out = None
     for j, value in err_coeffs:
@@ -219,72 +219,27 @@ def _error_estimate(ks, err_coeffs, dt: float) -> torch.Tensor:
     return out
 
 
-def _grid(s0: float, s1: float, step: float) -> list[float]:
-    """Uniform grid from s0 with spacing ``step``; the last interval is shortened to end exactly at s1."""
-    n = max(1, math.ceil((s1 - s0) / step - 1e-9))
-    return [s0 + k * step for k in range(n)] + [s1]
-
-
-def _fixed_grid(func, y0, s_times, direction, st: SolveSettings, counts: WorkCounts, on_output, on_accept=None):
-    plan = st.plan
-    n_times = len(s_times)
-    jump_mode = on_output is not None
-    if n_times == 1:
-        return y0 if jump_mode else y0.unsqueeze(0)
-    step = st.step_size
-    if step is None:
-        grid = list(s_times)
-    elif jump_mode:
-        grid = [s_times[0]]
-        for a, b in zip(s_times[:-1], s_times[1:]):
-            grid += _grid(a, b, step)[1:]
-    else:
-        grid = _grid(s_times[0], s_times[-1], step)
-    n_steps = len(grid) - 1
-    if n_steps > st.max_num_steps:
-        raise TooManyStepsError(
-            f"the fixed grid needs {n_steps} steps > max_num_steps={st.max_num_steps} "
-            f"{_remedy_line(direction * s_times[0], step or 0.0, counts.nfe)}; raise step_size or max_num_steps")
-
-    outputs = [y0.unsqueeze(0)]
-    y, k1, i = y0, None, 1
-    for n in range(n_steps):
-        s, s1 = grid[n], grid[n + 1]
-        h = s1 - s
-        dt = direction * h
-        if k1 is None:
-            k1 = func(direction * s, y)
-            counts.nfe += 1
-        y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
-        counts.nfe += len(ks) - 1
-        counts.accepted += 1
-        if on_accept is not None:
-            on_accept(s, h, s1, y)
-        f1 = None
-        j, n_inside = _outputs_reached(s_times, i, s1)
-        if j > i:
-            if n_inside:
-                f1 = func(direction * s1, y1)
-                counts.nfe += 1
-                thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
-                outputs.append(dense_output(y, ks + [f1], dt, plan, thetas))
-            for m in range(i + n_inside, j):
-                if jump_mode:
-                    y1 = on_output(m, y1)
-                    f1 = None
-                else:
-                    outputs.append(y1.unsqueeze(0))
-            i = j
-        y, k1 = y1, f1
-    result = y if jump_mode else torch.cat(outputs, dim=0)
-    with torch.no_grad():
-        finite = bool(torch.isfinite(result).all())  # one host sync for the whole fixed-grid solve
-    if not finite:
-        where = s_times[-1]
-        if not jump_mode:  # the first output time with a non-finite state (a sync, on failure only)
-            bad = (~torch.isfinite(result)).any(dim=1).nonzero()
-            where = s_times[int(bad[0, 0])] if bad.numel() else where
+def _raise_underflow(state: control.ControlState, t: float, h: float, nfe: int):
+    if state.nonfinite_streak:  # the step shrank because the estimates were NaN/inf, not because of stiffness
         raise NonFiniteStateError(
-            f"the state became non-finite by {_remedy_line(direction * where, step or 0.0, counts.nfe)} "
-            "(fixed grid); use a smaller step_size or an adaptive method, or regularise the dynamics")
-    return result
+            f"the state became non-finite {_where(t, h, nfe)}; "
+            "the dynamics blow up: lower the learning rate, normalise inputs or regularise the dynamics")
+    raise StepSizeUnderflowError(
+        f"step size underflow {_where(t, h, nfe)}; the problem is stiff or "
+        "singular here: loosen rtol/atol, use a fixed-step method, or regularise the dynamics")
+
+
+def _check_finite(result: torch.Tensor, s_times, direction: float, jump_mode: bool, ctl, counts: WorkCounts):
+    """One host sync for a whole solve without error estimates: raise if any output is NaN/inf."""
+    with torch.no_grad():
+        finite = bool(torch.isfinite(result).all())
+    if finite:
+        return
+    where = s_times[-1]
+    if not jump_mode:  # the first output time with a non-finite state (a sync, on failure only)
+        bad = (~torch.isfinite(result)).any(dim=1).nonzero()
+        where = s_times[int(bad[0, 0])] if bad.numel() else where
+    step = getattr(ctl, "step", None) or 0.0
+    raise NonFiniteStateError(
+        f"the state became non-finite by {_where(direction * where, step, counts.nfe)} "
+        "(fixed grid); use a smaller step_size or an adaptive method, or regularise the dynamics")

@@ -22,7 +22,7 @@ from .tableaux import TABLEAUX, get_tableau
 __all__ = ["Problem", "prepare", "make_settings", "FIXED_OPTIONS", "ADAPTIVE_OPTIONS"]
 
 FIXED_OPTIONS = ("step_size", "max_num_steps", "dtype")
-ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm", "dtype")
+ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm", "controller", "dtype")
 
 _PLANS: dict[str, StepPlan] = {}
 
@@ -183,25 +183,27 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method")
 
     # Time arithmetic is float64 on the host whatever the state's dtype (like torchdiffeq's default).
-    settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None))
+    if adaptive:
+        # The loop methods (Adams, SciPy) read first_step/safety from the controller and step the way
+        # their own method says; only Runge-Kutta tableaux take options['controller'].
+        first = _positive("first_step", opts["first_step"]) if "first_step" in opts else None
+        controller = control.make_controller(
+            opts.get("controller"), tab.error_order if loop_method is None else 1, first_step=first,
+            safety=_positive("safety", opts.get("safety", 0.9), 0.0, 1.0),
+            ifactor=_positive("ifactor", opts.get("ifactor", 10.0), 1.0, open_lo=False),
+            dfactor=_positive("dfactor", opts.get("dfactor", 0.2), 0.0, 1.0))
+    else:
+        step = _positive("step_size", opts["step_size"]) if "step_size" in opts else None
+        controller = control.ConstantStepController(step)
+    settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None), controller=controller)
     if loop_method is not None:
         settings.loop = loop_method.loop
-        settings.extra = loop_method.configure(opts)  # it reads its own options (common ones are parsed below)
-    if "step_size" in opts:
-        settings.step_size = _positive("step_size", opts["step_size"])
-    if "first_step" in opts:
-        settings.first_step = _positive("first_step", opts["first_step"])
+        settings.extra = loop_method.configure(opts)  # it reads its own options (common ones are parsed here)
     if "max_num_steps" in opts:
         value = opts["max_num_steps"]
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"options['max_num_steps'] must be a positive integer; got {value!r}")
         settings.max_num_steps = int(value)
-    if "safety" in opts:
-        settings.safety = _positive("safety", opts["safety"], 0.0, 1.0)
-    if "ifactor" in opts:
-        settings.ifactor = _positive("ifactor", opts["ifactor"], 1.0, open_lo=False)
-    if "dfactor" in opts:
-        settings.dfactor = _positive("dfactor", opts["dfactor"], 0.0, 1.0)
     if "norm" in opts:
         settings.norm = control.make_norm(opts["norm"], unflatten)
     elif default_norm is not None:

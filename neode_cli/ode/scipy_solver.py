@@ -72,8 +72,8 @@ def scipy_loop(func, y0: torch.Tensor, s_times: list[float], direction: float, s
     kwargs = {"method": solver, "rtol": st.rtol, "atol": st.atol, "max_step": st.extra["max_step"]}
     if solver == "LSODA":
         kwargs["min_step"] = st.extra["min_step"]
-    if st.first_step is not None:
-        kwargs["first_step"] = st.first_step
+    if st.controller.first is not None:
+        kwargs["first_step"] = st.controller.first
 
     def solve(z0: np.ndarray, times: list[float]) -> np.ndarray:
         sol = solve_ivp(fun, (times[0], times[-1]), z0, t_eval=times, **kwargs)

@@ -28,6 +28,7 @@ Details of the counting (neode backend):
 - Checkpoint (``odeint_checkpoint``): no backward solve; ``nfe_backward`` counts the evaluations of the
   replayed accepted steps (``s - 1`` per step for FSAL methods such as dopri5 without outputs inside the
   step, else ``s``, plus ``f(t1, y1)`` where the dense output needs it); ``backward_steps_*`` stay 0.
+- A single output time costs nothing (no evaluation, for every method).
 - ``backend="torchdiffeq"``: NFE counted by wrapping ``func`` (same definitions); step counters stay 0.
 
 Use :func:`collect_stats` to read them around any code; collectors nest, and backward counts reach the
@@ -39,9 +40,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from typing import Iterator
+from typing import Callable, Iterator, Optional, Sequence
 
-__all__ = ["SolveStats", "collect_stats", "active_collectors"]
+__all__ = ["SolveStats", "WorkCounts", "collect_stats", "active_collectors", "record_work", "backward_counter"]
 
 
 @dataclasses.dataclass
@@ -64,6 +65,49 @@ class SolveStats:
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for logging)."""
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class WorkCounts:
+    """Work of one solve as the loop counts it: evaluations of ``func`` and step attempts."""
+
+    nfe: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+
+def record_work(collectors: Sequence[SolveStats], counts: WorkCounts, *, backward: bool = False) -> None:
+    """Add one solve's work to every collector: the forward solve's counters, or the backward pass's.
+
+    A forward solve also counts as one ``solves``; a backward solve (the adjoint's) adds to ``nfe_backward``
+    and ``backward_steps_*``.
+    """
+    if backward:
+        fields = dict(nfe_backward=counts.nfe, backward_steps_accepted=counts.accepted,
+                      backward_steps_rejected=counts.rejected)
+    else:
+        fields = dict(nfe_forward=counts.nfe, steps_accepted=counts.accepted, steps_rejected=counts.rejected,
+                      solves=1)
+    for c in collectors:
+        c.add(**fields)
+
+
+def backward_counter(collectors: Sequence[SolveStats]) -> Optional[Callable]:
+    """For backprop through a solve: ``attach(out)`` registers a gradient hook on an evaluation's output that
+    adds one ``nfe_backward`` to each collector when autograd differentiates it. ``None`` without collectors."""
+    if not collectors:
+        return None
+
+    def hook(grad):
+        for c in collectors:
+            c.nfe_backward += 1
+        return None
+
+    def attach(out) -> None:
+        if out.requires_grad:
+            out.register_hook(hook)
+
+    return attach
 
 
 _local = threading.local()

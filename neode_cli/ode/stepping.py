@@ -31,7 +31,6 @@ class StepPlan:
         # FSAL: the last stage is evaluated at y1 itself, so y1 is that stage's argument.
         self.y1_is_last_stage = tab.fsal and tuple(tab.a[-1]) == tuple(tab.b[:-1]) and tab.b[-1] == 0.0
         self.dense = tab.dense
-        self.exponent = 1.0 / (tab.error_order + 1) if tab.error_order is not None else 0.0
         self.dense_tensors: dict = {}  # dense coefficients per (dtype, device), made on first use
 
 

@@ -23,7 +23,8 @@ import dataclasses
 from fractions import Fraction as F
 from typing import Sequence
 
-__all__ = ["Tableau", "TABLEAUX", "FIXED_METHODS", "ADAPTIVE_METHODS", "get_tableau"]
+__all__ = ["Tableau", "TABLEAUX", "FIXED_METHODS", "ADAPTIVE_METHODS", "get_tableau", "check_consistency",
+           "order_condition_residual"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Tableau:
     dense: tuple[tuple[float, ...], ...] = ()
     interpolant: str = "hermite"
 
+    def __post_init__(self):
+        check_consistency(self)
+
     @property
     def stages(self) -> int:
         """Number of stages (function evaluations of a step, the first one included)."""
@@ -51,6 +55,53 @@ class Tableau:
     def extended_stages(self) -> int:
         """Stages plus ``f(t1, y1)`` when it is not already the last stage."""
         return self.stages if self.fsal else self.stages + 1
+
+
+_EXACT = 1e-12  # coefficients are exact rationals or published to ~16 digits
+
+
+def check_consistency(tab: Tableau) -> None:
+    """Raise ValueError unless ``tab`` is a well-formed explicit method (run on every :class:`Tableau`).
+
+    Checks: ``a`` strictly lower triangular (row ``i`` has ``i`` entries: explicit); ``c_i = sum_j a_ij``
+    (each stage is at its own time); ``sum b = 1``; for adaptive methods ``sum b_err = 0``, i.e. the embedded
+    weights ``b - b_err`` also sum to 1, and ``error_order`` is given; FSAL: the last stage is at
+    ``(t1, y1)`` (``c = 1``, last row of ``a`` = ``b`` without its last entry, whose weight is 0); one dense
+    polynomial per extended stage, reproducing ``b`` at ``theta = 1``.
+    """
+    def fail(what: str):
+        raise ValueError(f"tableau {tab.name!r}: {what}")
+
+    s = len(tab.c)
+    if len(tab.a) != s or len(tab.b) != s:
+        fail(f"c, a and b must have one entry per stage ({s}); got {len(tab.a)} rows of a, {len(tab.b)} weights")
+    for i, row in enumerate(tab.a):
+        if len(row) != i:
+            fail(f"row {i} of a has {len(row)} entries; an explicit method's row i has i (strictly lower triangular)")
+        if abs(sum(row) - tab.c[i]) > _EXACT:
+            fail(f"c[{i}] = {tab.c[i]} but row {i} of a sums to {sum(row)}")
+    if abs(sum(tab.b) - 1.0) > _EXACT:
+        fail(f"the weights b sum to {sum(tab.b)}, not 1")
+    if tab.adaptive:
+        if tab.b_err is None or tab.error_order is None:
+            fail("an adaptive method needs b_err and error_order")
+        if len(tab.b_err) not in (s, s + 1):
+            fail(f"b_err has {len(tab.b_err)} entries; expected {s} (or {s + 1} with f(t1, y1))")
+        if abs(sum(tab.b_err)) > _EXACT:
+            fail(f"the embedded weights sum to {1.0 - sum(tab.b_err)}, not 1")
+    if tab.fsal:
+        last = tab.a[-1]
+        if abs(tab.c[-1] - 1.0) > _EXACT or tab.b[-1] != 0.0 or any(
+                abs(x - y) > _EXACT for x, y in zip(last, tab.b[:-1])):
+            fail("declared FSAL but the last stage is not evaluated at (t1, y1)")
+    if tab.dense:
+        extended = s if tab.fsal else s + 1
+        if len(tab.dense) != extended:
+            fail(f"{len(tab.dense)} dense-output polynomials for {extended} extended stages")
+        weights = list(tab.b) + [0.0] * (extended - s)
+        for i, (poly, bi) in enumerate(zip(tab.dense, weights)):
+            if abs(sum(poly) - bi) > 1e-10:
+                fail(f"dense output of stage {i} at theta=1 is {sum(poly)}, not b[{i}] = {bi}")
 
 
 def _floats(values: Sequence) -> tuple[float, ...]:
@@ -127,6 +178,37 @@ def _tree_density(tree: tuple) -> int:
     for child in tree:
         value *= _tree_density(child)
     return value
+
+
+def order_condition_residual(c: Sequence[float], a: Sequence[Sequence[float]], b: Sequence[float],
+                             order: int) -> float:
+    """Largest violation of the Butcher order conditions ``sum_i b_i Phi_i(tau) = 1 / gamma(tau)`` over all
+    rooted trees ``tau`` with exactly ``order`` nodes (Hairer, Norsett & Wanner, Solving ODEs I, II.2).
+
+    ``b`` may have one entry more than there are stages: that weight belongs to ``f(t1, y1)``, a stage whose
+    row of ``a`` is ``b`` itself. A method has order ``p`` iff the residual vanishes for orders 1..p.
+    """
+    rows = [list(row) for row in a]
+    if len(b) == len(rows) + 1:  # the extra weight multiplies f(t1, y1): a stage at (t1, y1)
+        rows.append(list(b[:-1]))
+    n = len(rows)
+    dense_a = [[rows[i][j] if j < len(rows[i]) else 0.0 for j in range(n)] for i in range(n)]
+    cache: dict[tuple, list[float]] = {}
+
+    def phi(tree: tuple) -> list[float]:  # elementary weights per stage
+        if tree not in cache:
+            value = [1.0] * n
+            for child in tree:
+                inner = phi(child)
+                value = [v * sum(dense_a[i][j] * inner[j] for j in range(n)) for i, v in enumerate(value)]
+            cache[tree] = value
+        return cache[tree]
+
+    worst = 0.0
+    for tree in _rooted_trees(order)[order]:
+        lhs = sum(bi * w for bi, w in zip(b, phi(tree)))
+        worst = max(worst, abs(lhs - 1.0 / _tree_density(tree)))
+    return worst
 
 
 def continuous_extension(tab: Tableau, order: int, degree: int) -> tuple[tuple[float, ...], ...]:
