@@ -145,7 +145,7 @@ def test_fig3_report_has_four_captioned_panels(tmp_path):
     assert float(rows[0]["backward_forward_ratio"]) == pytest.approx(0.8)
     assert float(rows[2]["ode_error_mean"]) == pytest.approx(1e-4)
     md = (out / "report.md").read_text()
-    assert "Backward/forward NFE ratio: mean 0.80, range 0.80–0.80, over 6 runs" in md
+    assert "Backward/forward NFE ratio by solver (gradient adjoint): dopri5: mean 0.80 (range 0.80–0.80, 6 runs)" in md
     assert "report about 0.5 with their implicit Adams solver" in md
     assert "Pearson r = 1.000 over 6 runs" in md  # forward time was written proportional to NFE
     assert "1e-03: 26.5 → 30.5 (2 seeds)" in md  # NFE over epochs (mean over the two seeds), tolerance as 1e-03

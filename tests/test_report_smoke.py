@@ -24,7 +24,8 @@ def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeyp
     assert run_neode(["train", "-m", "experiment=table1", "budget=smoke", data]) == 0
     assert run_neode(["train", "-m", "experiment=fig3", "budget=smoke", data]) == 0
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.glob("outputs/*/*/*/metrics.json"))
-    assert runs == ["outputs/fig3/smoke/tol0.001_seed0", "outputs/fig3/smoke/tol0.1_seed0",
+    assert runs == ["outputs/fig3/smoke/adams_tol0.001_seed0", "outputs/fig3/smoke/adams_tol0.1_seed0",
+                    "outputs/fig3/smoke/dopri5_tol0.001_seed0", "outputs/fig3/smoke/dopri5_tol0.1_seed0",
                     "outputs/table1/smoke/mlp_seed0", "outputs/table1/smoke/odenet_seed0",
                     "outputs/table1/smoke/resnet_seed0", "outputs/table1/smoke/rknet_seed0"]
     record = json.loads((tmp_path / "outputs/table1/smoke/rknet_seed0/metrics.json").read_text())
@@ -48,10 +49,13 @@ def test_table1_and_fig3_smoke_sweeps_then_compare(tiny_mnist, tmp_path, monkeyp
     assert run_neode(["compare", "runs=[outputs/table1/smoke,outputs/fig3/smoke]", "out=rep"]) == 0
     assert {"table1.csv", "fig3.csv", "fig3a.png", "fig3d.png", "report.html"} <= {p.name for p in (tmp_path / "rep").iterdir()}
     fig3 = _rows(tmp_path / "rep" / "fig3.csv")
-    assert [float(r["rtol"]) for r in fig3] == [0.1, 0.001]
-    assert all(float(r["ode_error_mean"]) >= 0 for r in fig3)
+    assert [(r["cfg_solver"], float(r["rtol"])) for r in fig3] == [("adams", 0.1), ("adams", 0.001),
+                                                                ("dopri5", 0.1), ("dopri5", 0.001)]
+    assert all(float(r["ode_error_mean"]) >= 0 and float(r["nfe_backward"]) > 0 for r in fig3)
+    fig3_record = json.loads((tmp_path / "outputs/fig3/smoke/adams_tol0.001_seed0/metrics.json").read_text())
+    assert (fig3_record["solver"], fig3_record["rtol"], fig3_record["atol"]) == ("adams", 0.001, 0.001)
     epochs = [r for r in _rows(tmp_path / "rep" / "epochs.csv") if r["run_id"].startswith("fig3/")]
-    assert [r["epoch"] for r in epochs] == ["1", "2", "1", "2"]
+    assert [r["epoch"] for r in epochs] == ["1", "2"] * 4
 
 
 def test_the_quick_start_runs_offline_and_reports_table2(tmp_path, monkeypatch, capsys):
