@@ -25,6 +25,15 @@ class _Still(torch.nn.Module):
         return torch.zeros_like(y)
 
 
+def _leading_rms_norm(n: int):
+    """Norm of a tuple of scaled errors: the RMS over all entries of its first ``n`` tensors (the solver's
+    default norm, restricted to them, so the steps are chosen as if the other components were not there)."""
+    def norm(errors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        kept = errors[:n]
+        return (sum(e.pow(2).sum() for e in kept) / sum(e.numel() for e in kept)).sqrt()
+    return norm
+
+
 @dataclasses.dataclass(frozen=True)
 class Integrator:
     """Solve ``dy/dt = func(t, y)`` with a fixed method, tolerances and gradient method.
@@ -63,9 +72,21 @@ class Integrator:
         with torch.no_grad():
             replace(self, backend="neode")(_Still(), torch.zeros(1), torch.zeros(1))
 
-    def __call__(self, func: torch.nn.Module, y0, t: torch.Tensor):
-        """Return the solution at times ``t``: shape ``(len(t), *y0.shape)`` (a tuple for tuple ``y0``)."""
-        options = dict(self.options) if self.options else None
+    def __call__(self, func: torch.nn.Module, y0, t: torch.Tensor, *, error_components: int | None = None):
+        """Return the solution at times ``t``: shape ``(len(t), *y0.shape)`` (a tuple for tuple ``y0``).
+
+        ``error_components=n`` (tuple ``y0`` only): only the first ``n`` components enter the forward solve's
+        error norm (the RMS over their entries); the others are accumulators that ride along, such as the
+        RNODE integrals, whose size should not shorten the steps of the dynamics they measure.
+        """
+        options = dict(self.options) if self.options else {}
+        if error_components is not None:
+            if not isinstance(y0, tuple) or not 1 <= error_components <= len(y0):
+                raise ValueError(f"error_components={error_components!r} needs a tuple state with at least that "
+                                 "many components")
+            if self.method in ode.ADAPTIVE_METHODS:  # a fixed grid has no error norm
+                options["norm"] = _leading_rms_norm(error_components)
+        options = options or None
         if self.gradient == "backprop":
             return ode.odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
                               options=options, backend=self.backend)

@@ -183,3 +183,34 @@ def test_learned_end_time_is_positive_and_trains():
     model.eval()
     with torch.no_grad():
         assert task.evaluate(model)["t1"] == pytest.approx(model.t1)
+
+
+@pytest.mark.parametrize("integrator", [Integrator(method="dopri5", rtol=1e-6, atol=1e-6, gradient="backprop"),
+                                        Integrator(method="bosh3", rtol=1e-5, atol=1e-5, gradient="adjoint",
+                                                   backend="torchdiffeq")])
+def test_regulariser_states_leave_the_step_sizes_alone(integrator):
+    # The integrals ride along outside the error norm: the solver takes exactly the steps of the plain solve,
+    # so a regularised run's NFE measures its dynamics, not the size of its accumulators.
+    from neode_cli.ode import collect_stats
+
+    field = TanhField()
+    z0 = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    with collect_stats() as plain:
+        expected = integrator(field, z0, t)
+    reg = Regularization(kinetic_weight=1.0, jacobian_weight=1.0)
+    with collect_stats() as regularised, collect_regularization() as terms:
+        z = solve_regularized(integrator, field, z0, t, reg, training=True)
+    assert regularised.nfe_forward == plain.nfe_forward
+    torch.testing.assert_close(z, expected, rtol=0, atol=1e-12)
+    assert set(terms.values) == {"kinetic", "jacobian"}
+    # Counted in the norm, the same accumulators change the steps (what error_components prevents).
+    with collect_stats() as counted:
+        zeros = z0.new_zeros(16)
+        integrator(RegularizedDynamics(field, ("kinetic", "jacobian"), torch.ones_like(z0)), (z0, zeros, zeros), t)
+    assert counted.nfe_forward != plain.nfe_forward
+
+
+def test_error_components_needs_a_tuple_state():
+    with pytest.raises(ValueError, match="error_components=1 needs a tuple state"):
+        tight()(TanhField(), torch.zeros(1, 2, dtype=torch.float64), torch.tensor([0.0, 1.0]), error_components=1)

@@ -71,3 +71,18 @@ def test_rnode_smoke_sweep_then_compare(tmp_path):
     assert summary["reg_jacobian_weight"] == 0.1 and summary["train_reg_jacobian"] > 0
     report, _, _ = run(CompareOptions(experiment="rnode", root=str(tmp_path / "outputs"), out=str(tmp_path / "r")))
     assert report.parts[0].error is None
+
+
+def test_same_seed_comparison_pairs_each_run_with_the_unregularised_run_of_its_seed(tmp_path):
+    # Seed 1 is a worse draw for every weight (+0.2 nats); pairing by seed removes it, means over seeds do not.
+    root = tmp_path / "outputs" / "rnode" / "cpu"
+    for weight, nlls, nfes in ((0.0, (3.0, 3.2), (60.0, 70.0)), (0.03, (3.01, 3.23), (50.0, 72.0))):
+        for seed, (nll, nfe) in enumerate(zip(nlls, nfes)):
+            write_rnode_run(root / f"cnf_8gaussians_lambda{weight}_seed{seed}", weight, seed, nll, nfe)
+    rows = rnode_rows(collect([root]).completed)
+    assert "paired_seeds" not in rows[0]
+    regularised = rows[1]
+    assert regularised["paired_seeds"] == 2
+    assert abs(regularised["paired_nll_diff"] - 0.02) < 1e-12             # (0.01 + 0.03) / 2
+    assert abs(regularised["paired_nll_diff_std"] - 0.02 ** 0.5 * 0.1) < 1e-12  # sd of 0.01, 0.03
+    assert regularised["paired_fewer_nfe"] == 1                            # seed 1: 72 > 70
