@@ -72,7 +72,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, back
     increasing or decreasing, ``t[0]`` is the initial time. Returns ``(len(t), *y0.shape)`` (a tuple of such
     for tuple states). Gradients flow by backpropagation through the solver's operations (step sizes are
     treated as constants). ``method=None`` means dopri5. Options: fixed-grid methods ``step_size`` (without
-    it, one step between consecutive output times), ``max_num_steps``, ``dtype``; adaptive methods
+    it, one step between consecutive output times), ``max_num_steps``, ``dtype``, ``interp`` (outputs between
+    grid points: ``"cubic"``, the default, the cubic Hermite interpolant; ``"linear"``, torchdiffeq's); adaptive methods
     ``first_step``, ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, ``norm`` ("rms", "max" or a
     callable on the scaled error in the state's structure), ``controller`` ("i", the default, or "pi"),
     ``dtype`` (dtype of the time passed to func).

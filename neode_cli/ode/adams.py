@@ -13,8 +13,8 @@ Fixed grid (``explicit_adams``, ``implicit_adams`` = ``fixed_adams``), torchdiff
   corrector's evaluations never enter the history.
 - Each step evaluates ``f`` at its start (one evaluation per step for ``explicit_adams``, plus 3 for each
   bootstrap step, plus the corrector iterations for ``implicit_adams``). Outputs strictly inside a step use
-  the cubic Hermite interpolant through both ends (its ``f(t1, y1)`` is the next step's first evaluation);
-  in jump mode (the adjoint's backward solve) the history restarts after each jump of the state.
+  the cubic Hermite interpolant through both ends (its ``f(t1, y1)`` is the next step's first evaluation),
+  or with ``interp="linear"`` the straight line through them; in jump mode (the adjoint's backward solve) the history restarts after each jump of the state.
 
 The coefficients are computed exactly (``fractions``) from their definition as integrals of the Newton
 backward-difference interpolant (Hairer, Norsett & Wanner, Solving ODEs I, III.1).
@@ -35,7 +35,7 @@ import torch
 
 from .errors import NonFiniteStateError, TooManyStepsError
 from .integrate import SolveSettings, WorkCounts, _outputs_reached, _where, grid_points
-from .stepping import StepPlan, rk_stages
+from .stepping import StepPlan, check_interp, rk_stages
 from .tableaux import _make
 
 __all__ = ["adams_bashforth", "adams_moulton", "fixed_adams_loop", "MAX_ORDER"]
@@ -105,6 +105,11 @@ def _hermite(y0, f0, y1, f1, dt: float, thetas: Sequence[float]) -> torch.Tensor
     return torch.stack(rows)
 
 
+def _linear(y0, y1, thetas: Sequence[float]) -> torch.Tensor:
+    """The straight line through ``y0`` and ``y1`` at step fractions (``interp="linear"``): ``(m, N)``."""
+    return torch.stack([torch.lerp(y0, y1, th) for th in thetas])
+
+
 # --- fixed grid -----------------------------------------------------------------------------------------
 def fixed_adams_options(opts: dict, implicit: bool) -> dict:
     """Validate ``max_order`` / ``max_iters``; returns the loop's ``extra`` settings."""
@@ -117,7 +122,8 @@ def fixed_adams_options(opts: dict, implicit: bool) -> dict:
     max_iters = opts.get("max_iters", DEFAULT_MAX_ITERS)
     if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
         raise ValueError(f"options['max_iters'] must be a positive integer; got {max_iters!r}")
-    return {"implicit": implicit, "max_order": max_order, "max_iters": max_iters}
+    return {"implicit": implicit, "max_order": max_order, "max_iters": max_iters,
+            "interp": check_interp(opts.get("interp"))}
 
 
 def _corrector_converged(dy_old: torch.Tensor, dy: torch.Tensor, rtol: float, atol: float) -> bool:
@@ -187,10 +193,13 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
         j, n_inside = _outputs_reached(s_times, i, s1)
         if j > i:
             if n_inside:
-                f1 = func(direction * s1, y1)
-                counts.nfe += 1
                 thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
-                outputs.append(_hermite(y, f0, y1, f1, dt, thetas))
+                if st.extra["interp"] == "linear":
+                    outputs.append(_linear(y, y1, thetas))
+                else:
+                    f1 = func(direction * s1, y1)
+                    counts.nfe += 1
+                    outputs.append(_hermite(y, f0, y1, f1, dt, thetas))
             for m in range(i + n_inside, j):
                 if jump_mode:
                     y1 = on_output(m, y1)

@@ -149,9 +149,11 @@ def _replay_step(func, direction: float, s: float, h: float, s1: float, y: torch
     if thetas:  # outputs inside the step: the dense output needs every stage (and f(t1, y1) where the loop took it)
         y1, ks = rk_stages(func, t0, dt, y, k1, plan)
         evaluations = len(ks)
-        if not (plan.tab.adaptive and plan.tab.fsal):
+        if plan.dense_uses_f1:
             ks = ks + [func(direction * s1, y1)]
             evaluations += 1
+        elif not plan.tab.fsal:  # linear interpolant: f(t1, y1) has weight 0 (as in the loop)
+            ks = ks + [ks[0]]
         return y1, dense_output(y, ks, dt, plan, thetas), evaluations
     ks = [k1]
     # When y1 is the last stage's argument (FSAL), that stage itself only feeds the error estimate and the next

@@ -169,12 +169,13 @@ def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: Work
     if j == i:
         return i, y1, f1
     if n_inside:
-        if f1 is None:
+        if f1 is None and plan.dense_uses_f1:
             f1 = func(direction * s1, y1)
             counts.nfe += 1
         h = s1 - s
         thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
-        ks_ext = ks if plan.tab.fsal else ks + [f1]
+        # (a linear interpolant gives f(t1, y1) weight 0: any tensor of the right shape fills its row)
+        ks_ext = ks if plan.tab.fsal else ks + [f1 if f1 is not None else ks[0]]
         outputs.append(dense_output(y, ks_ext, direction * h, plan, thetas))
     for m in range(i + n_inside, j):
         if on_output is not None:
