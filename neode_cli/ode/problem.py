@@ -43,6 +43,11 @@ class Problem:
     def numel(self) -> int:
         return self.y0.numel()
 
+    @property
+    def times(self) -> list[float]:
+        """The output times in the user's time (``direction * s``)."""
+        return [self.direction * s for s in self.s_times]
+
     def unflatten_state(self, y: torch.Tensor):
         """Flat ``(N,)`` -> the user's state structure."""
         if self.shapes is None:
