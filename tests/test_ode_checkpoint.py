@@ -125,3 +125,12 @@ def test_checkpoint_memory_grows_with_steps_times_state_not_activations():
     assert rows[0.025]["checkpoint"][0] < rows[0.025]["backprop"][0] / 5
     # the adjoint stays constant
     assert rows[0.025]["adjoint"][0] == rows[0.1]["adjoint"][0]
+
+
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "adams", "scipy_solver"])
+def test_checkpoint_refuses_methods_it_cannot_replay(method):
+    # (it used to return a zero gradient for them: their loops reported no steps to replay)
+    y0 = torch.tensor([1.0], requires_grad=True)
+    options = {"step_size": 0.1} if method.endswith("_adams") else None
+    with pytest.raises(ValueError, match="Runge-Kutta"):
+        odeint_checkpoint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0]), method=method, options=options)

@@ -13,8 +13,8 @@ Fixed grid (``explicit_adams``, ``implicit_adams`` = ``fixed_adams``), torchdiff
   corrector's evaluations never enter the history.
 - Each step evaluates ``f`` at its start (one evaluation per step for ``explicit_adams``, plus 3 for each
   bootstrap step, plus the corrector iterations for ``implicit_adams``). Outputs strictly inside a step use
-  the cubic Hermite interpolant through both ends (its ``f(t1, y1)`` is the next step's first evaluation);
-  in jump mode (the adjoint's backward solve) the history restarts after each jump of the state.
+  the cubic Hermite interpolant through both ends (its ``f(t1, y1)`` is the next step's first evaluation),
+  or with ``interp="linear"`` the straight line through them; in jump mode (the adjoint's backward solve) the history restarts after each jump of the state.
 
 The coefficients are computed exactly (``fractions``) from their definition as integrals of the Newton
 backward-difference interpolant (Hairer, Norsett & Wanner, Solving ODEs I, III.1).
@@ -35,7 +35,7 @@ import torch
 
 from .errors import NonFiniteStateError, TooManyStepsError
 from .integrate import SolveSettings, WorkCounts, _outputs_reached, _where, grid_points
-from .stepping import StepPlan, rk_stages
+from .stepping import StepPlan, check_interp, rk_stages
 from .tableaux import _make
 
 __all__ = ["adams_bashforth", "adams_moulton", "fixed_adams_loop", "MAX_ORDER"]
@@ -105,6 +105,27 @@ def _hermite(y0, f0, y1, f1, dt: float, thetas: Sequence[float]) -> torch.Tensor
     return torch.stack(rows)
 
 
+def _linear(y0, y1, thetas: Sequence[float]) -> torch.Tensor:
+    """The straight line through ``y0`` and ``y1`` at step fractions (``interp="linear"``): ``(m, N)``."""
+    return torch.stack([torch.lerp(y0, y1, th) for th in thetas])
+
+
+def _fixed_interpolant(func, direction: float, st: SolveSettings, counts: WorkCounts, s: float, s1: float,
+                      y: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor):
+    """One step's interpolant (as the outputs use it) as a function of step fractions, for the step hook."""
+    end: list = []
+
+    def interpolate(thetas: Sequence[float]) -> torch.Tensor:
+        if st.extra["interp"] == "linear":
+            return _linear(y, y1, thetas)
+        if not end:
+            counts.nfe += 1
+            end.append(func(direction * s1, y1))
+        return _hermite(y, f0, y1, end[0], direction * (s1 - s), thetas)
+
+    return interpolate
+
+
 # --- fixed grid -----------------------------------------------------------------------------------------
 def fixed_adams_options(opts: dict, implicit: bool) -> dict:
     """Validate ``max_order`` / ``max_iters``; returns the loop's ``extra`` settings."""
@@ -117,7 +138,8 @@ def fixed_adams_options(opts: dict, implicit: bool) -> dict:
     max_iters = opts.get("max_iters", DEFAULT_MAX_ITERS)
     if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
         raise ValueError(f"options['max_iters'] must be a positive integer; got {max_iters!r}")
-    return {"implicit": implicit, "max_order": max_order, "max_iters": max_iters}
+    return {"implicit": implicit, "max_order": max_order, "max_iters": max_iters,
+            "interp": check_interp(opts.get("interp"))}
 
 
 def _corrector_converged(dy_old: torch.Tensor, dy: torch.Tensor, rtol: float, atol: float) -> bool:
@@ -125,8 +147,16 @@ def _corrector_converged(dy_old: torch.Tensor, dy: torch.Tensor, rtol: float, at
     return bool(((dy_old - dy).abs_() / tol).max() < 1)
 
 
+def _endless_grid(s0: float, step: float):
+    """Grid points ``s0 + n * step``, n = 0, 1, ... (event mode: the solve ends when the hook says so)."""
+    n = 0
+    while True:
+        yield s0 + n * step
+        n += 1
+
+
 def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: float, st: SolveSettings,
-                     counts: WorkCounts, on_output=None) -> torch.Tensor:
+                     counts: WorkCounts, on_output=None, on_accept=None) -> torch.Tensor:
     """The fixed-grid Adams loop (module docstring); signature and return value as :func:`.integrate`."""
     implicit, max_order, max_iters = st.extra["implicit"], st.extra["max_order"], st.extra["max_iters"]
     n_times = len(s_times)
@@ -134,7 +164,12 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
     if n_times == 1:
         return y0 if jump_mode else y0.unsqueeze(0)
     step = st.controller.step
-    if step is None:
+    endless = math.isinf(s_times[-1])
+    if endless:  # event mode: on_accept ends the solve
+        if step is None:
+            raise ValueError("a fixed-grid solve without an end needs options['step_size']")
+        grid = _endless_grid(s_times[0], step)
+    elif step is None:
         grid = list(s_times)
     elif jump_mode:
         grid = [s_times[0]]
@@ -142,17 +177,22 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
             grid += grid_points(a, b, step)[1:]
     else:
         grid = grid_points(s_times[0], s_times[-1], step)
-    n_steps = len(grid) - 1
-    if n_steps > st.max_num_steps:
+    if not endless and len(grid) - 1 > st.max_num_steps:
         raise TooManyStepsError(
-            f"the fixed grid needs {n_steps} steps > max_num_steps={st.max_num_steps} "
+            f"the fixed grid needs {len(grid) - 1} steps > max_num_steps={st.max_num_steps} "
             f"{_where(direction * s_times[0], step or 0.0, counts.nfe)}; raise step_size or max_num_steps")
 
     history: deque[torch.Tensor] = deque(maxlen=max(max_order - 1, 1))  # f at step starts, newest first
     outputs = [y0.unsqueeze(0)]
     y, f0, i = y0, None, 1
-    for n in range(n_steps):
-        s, s1 = grid[n], grid[n + 1]
+    points = iter(grid)
+    s1 = next(points)
+    for s1_next in points:
+        s, s1 = s1, s1_next
+        if endless and counts.accepted >= st.max_num_steps:
+            raise TooManyStepsError(
+                f"reached max_num_steps={st.max_num_steps} {_where(direction * s, step, counts.nfe)}; raise "
+                "options['max_num_steps'] or step_size")
         h = s1 - s
         dt = direction * h
         if f0 is None:
@@ -183,14 +223,20 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
                     history.pop()
             y1 = y + dy
         counts.accepted += 1
+        if on_accept is not None and on_accept(s, h, s1, y, y1, _fixed_interpolant(func, direction, st, counts, s, s1,
+                                                                                    y, f0, y1)):
+            break
         f1 = None
         j, n_inside = _outputs_reached(s_times, i, s1)
         if j > i:
             if n_inside:
-                f1 = func(direction * s1, y1)
-                counts.nfe += 1
                 thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
-                outputs.append(_hermite(y, f0, y1, f1, dt, thetas))
+                if st.extra["interp"] == "linear":
+                    outputs.append(_linear(y, y1, thetas))
+                else:
+                    f1 = func(direction * s1, y1)
+                    counts.nfe += 1
+                    outputs.append(_hermite(y, f0, y1, f1, dt, thetas))
             for m in range(i + n_inside, j):
                 if jump_mode:
                     y1 = on_output(m, y1)

@@ -84,7 +84,7 @@ def _combine(base: torch.Tensor, terms, scale: float) -> torch.Tensor:
 
 
 def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: float, st: SolveSettings,
-                        counts: WorkCounts, on_output=None) -> torch.Tensor:
+                        counts: WorkCounts, on_output=None, on_accept=None) -> torch.Tensor:
     """The adaptive Adams loop (module docstring); signature and return value as :func:`.integrate`."""
     max_order = st.extra["max_order"]
     n_times = len(s_times)
@@ -173,6 +173,9 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
                 new_phi.append(new_phi[-1] - phi_star[j - 1])
             new_psi = [h_try] + [h_try + p for p in psi[:max_order]]
             s_new = s_stop if clipped else s + h_try
+            if on_accept is not None and on_accept(s, h_try, s_new, y, y1,
+                                                   _step_polynomial(y, phi_star, e, psi, h_try, kk, dt)):
+                break
             j_end = i
             if jump_mode:
                 j_end = i + 1 if clipped else i
@@ -181,9 +184,8 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
                     if s_times[j_end] >= s_new:
                         outputs.append(y1.unsqueeze(0))
                     else:
-                        gt = _coefficients(h_try, psi, kk + 1, (s_times[j_end] - s) / h_try)
-                        terms = [(gt[j], phi_star[j]) for j in range(kk)] + [(gt[kk], e)]
-                        outputs.append(_combine(y, terms, dt).unsqueeze(0))
+                        theta = (s_times[j_end] - s) / h_try
+                        outputs.append(_step_polynomial(y, phi_star, e, psi, h_try, kk, dt)([theta]))
                     j_end += 1
             s, y, abs_y = s_new, y1, abs_y1
             phi, psi = new_phi, new_psi
@@ -235,6 +237,20 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
     if jump_mode:
         return y
     return torch.cat(outputs, dim=0)
+
+
+def _step_polynomial(y: torch.Tensor, phi_star: list, e: torch.Tensor, psi: list[float], h: float, k: int,
+                     dt: float):
+    """The accepted step's own interpolating polynomial (order ``k`` + 1) at step fractions: ``(m, N)``."""
+    def interpolate(thetas) -> torch.Tensor:
+        rows = []
+        for theta in thetas:
+            gt = _coefficients(h, psi, k + 1, theta)
+            terms = [(gt[j], phi_star[j]) for j in range(k)] + [(gt[k], e)]
+            rows.append(_combine(y, terms, dt))
+        return torch.stack(rows)
+
+    return interpolate
 
 
 def sum_terms(values) -> torch.Tensor | float:

@@ -11,10 +11,15 @@ gradient; there ``y`` is reset to the saved forward value (limits drift of the b
 by ``dL/dy(t_i)``; output times without a gradient are stepped over. At ``t_0``,
 ``a = dL/dy0`` and ``g = dL/dparams``. Each augmented evaluation is one ``func`` call plus one VJP.
 
+Event mode (``spec.event`` set): the forward solve runs until the event (:mod:`.events`), the outputs are
+``(y0, y(t_event))`` and the event time is a second output whose incoming gradient is ignored (as torchdiffeq:
+the gradient through the event time comes from :func:`.events.through_event_time`); the backward solve runs
+from the event time back to ``t_0``.
+
 Error norm of the backward solve: by default the maximum of the RMS norms of the three blocks (so a large
 parameter vector does not drown the state); ``adjoint_options=dict(norm="seminorm")`` drops the parameter
 block (Kidger, Chen & Lyons 2021), which is valid because ``g`` does not feed back into the dynamics.
-No gradient flows to ``t``.
+Gradients with respect to ``t`` are added around this Function by :mod:`.time_grad`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import control
+from .events import solve_until_event
 from .integrate import SolveSettings, integrate
 from .problem import Problem, make_settings
 from .stats import SolveStats, WorkCounts, record_work
@@ -44,10 +50,15 @@ class AdjointSpec:
     adjoint_settings: SolveSettings  # backward (augmented) solve
     params: tuple[torch.Tensor, ...]  # parameters that receive gradients (require grad)
     collectors: tuple[SolveStats, ...]
+    # event mode: the combined event value (solver time, flat state) -> 0-dim tensor, and the event time's
+    # dtype/device (see :mod:`.events`)
+    event: Callable | None = None
+    event_t_like: torch.Tensor | None = None
 
 
-def adjoint_solve(spec: AdjointSpec, y0: torch.Tensor) -> torch.Tensor:
-    """Solution ``(T, N)`` whose backward pass runs the adjoint solve described in the module docstring."""
+def adjoint_solve(spec: AdjointSpec, y0: torch.Tensor):
+    """Solution ``(T, N)`` whose backward pass runs the adjoint solve described in the module docstring; in event
+    mode ``(solution (2, N), event time as a 0-dim tensor in the user's time)``."""
     return _AdjointSolve.apply(spec, y0, *spec.params)
 
 
@@ -57,17 +68,28 @@ class _AdjointSolve(torch.autograd.Function):
         counts = WorkCounts()
         try:
             with torch.no_grad():
-                ys = integrate(spec.func, y0, spec.s_times, spec.direction, spec.settings, counts)
+                if spec.event is None:
+                    ys = integrate(spec.func, y0, spec.s_times, spec.direction, spec.settings, counts)
+                    ctx.s_times = spec.s_times
+                else:
+                    s_event, y_event = solve_until_event(spec.func, y0, spec.s_times[0], spec.direction,
+                                                         spec.settings, counts, spec.event)
+                    ys = torch.stack([y0, y_event])
+                    ctx.s_times = [spec.s_times[0], s_event]
         finally:
             record_work(spec.collectors, counts)
         ctx.spec = spec
         ctx.save_for_backward(ys)
-        return ys
+        if spec.event is None:
+            return ys
+        like = spec.event_t_like
+        return ys, torch.tensor(spec.direction * s_event, dtype=like.dtype, device=like.device)
 
     @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
+    def backward(ctx, grad_ys: torch.Tensor, *_event_t_grad):
         spec: AdjointSpec = ctx.spec
         (ys,) = ctx.saved_tensors
+        s_times = ctx.s_times
         params = spec.params
         n_times, N = ys.shape
         param_sizes = [p.numel() for p in params]
@@ -97,8 +119,10 @@ class _AdjointSolve(torch.autograd.Function):
         z0 = torch.cat([ys[-1], grad_ys[-1], *zeros])
         counts = WorkCounts()
         try:
-            if n_times > 1:
-                back_times = [-spec.s_times[i] for i in stops]
+            if n_times > 1 and s_times[-1] == s_times[0]:  # an event at the start: nothing to integrate
+                z = torch.cat([z0[:N], z0[N:2 * N] + grad_ys[0], z0[2 * N:]])
+            elif n_times > 1:
+                back_times = [-s_times[i] for i in stops]
                 with torch.no_grad():
                     z = integrate(augmented, z0, back_times, -spec.direction, spec.adjoint_settings, counts,
                                   on_output=jump)

@@ -38,13 +38,17 @@ def odeint_checkpoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options
     The gradient equals backpropagation through the same solve (to rounding); saved memory is the accepted
     steps' start states plus one step's activations during the backward pass. ``params``: the tensors to
     differentiate (default: ``func.parameters()`` for an ``nn.Module``, else none); gradients also flow to
-    ``y0``. Same arguments, options and errors as ``odeint``.
+    ``y0``. Same arguments, options and errors as ``odeint``; Runge-Kutta methods only (ValueError for the Adams
+    and SciPy methods, whose steps the replay cannot recompute).
     """
     if params is None:
         params = tuple(func.parameters()) if isinstance(func, torch.nn.Module) else ()
     params = tuple(p for p in params if isinstance(p, torch.Tensor) and p.requires_grad)
     problem = prepare(y0, t, options)
     settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state)
+    if settings.loop is not None:  # the replay recomputes Runge-Kutta steps from their tableau
+        raise ValueError(f"gradients by checkpointing replay Runge-Kutta steps; method {method!r} is not a "
+                         "Runge-Kutta method: use backprop (odeint) or the adjoint (odeint_adjoint) with it")
     spec = CheckpointSpec(func=problem.flat_func(func), s_times=problem.s_times, direction=problem.direction,
                           settings=settings, params=params, collectors=active_collectors())
     return problem.unflatten(checkpoint_solve(spec, problem.y0))
@@ -81,7 +85,7 @@ class _CheckpointSolve(torch.autograd.Function):
         steps: list[tuple[float, float, float]] = []   # (s, h, s1) of each accepted step
         states: list[torch.Tensor] = []                 # its start state (N,)
 
-        def record(s: float, h: float, s1: float, y: torch.Tensor) -> None:
+        def record(s: float, h: float, s1: float, y: torch.Tensor, *_) -> None:
             steps.append((s, h, s1))
             states.append(y)
 
@@ -149,9 +153,11 @@ def _replay_step(func, direction: float, s: float, h: float, s1: float, y: torch
     if thetas:  # outputs inside the step: the dense output needs every stage (and f(t1, y1) where the loop took it)
         y1, ks = rk_stages(func, t0, dt, y, k1, plan)
         evaluations = len(ks)
-        if not (plan.tab.adaptive and plan.tab.fsal):
+        if plan.dense_uses_f1:
             ks = ks + [func(direction * s1, y1)]
             evaluations += 1
+        elif not plan.tab.fsal:  # linear interpolant: f(t1, y1) has weight 0 (as in the loop)
+            ks = ks + [ks[0]]
         return y1, dense_output(y, ks, dt, plan, thetas), evaluations
     ks = [k1]
     # When y1 is the last stage's argument (FSAL), that stage itself only feeds the error estimate and the next

@@ -33,9 +33,11 @@ __all__ = ["SolveSettings", "WorkCounts", "integrate"]
 FlatFunc = Callable[[float, torch.Tensor], torch.Tensor]
 #: Called when the solve reaches output time index ``i`` (jump mode); returns the state to continue from.
 OutputJump = Callable[[int, torch.Tensor], torch.Tensor]
-#: Called once per accepted step with ``(s, h, s1, y)``: the step starts at solver time ``s`` from state ``y``,
-#: its stages use step ``h`` (``dt = direction * h``) and it ends at ``s1`` (used by the checkpoint adjoint).
-StepHook = Callable[[float, float, float, torch.Tensor], None]
+#: Called once per accepted step with ``(s, h, s1, y, y1, interpolate)``: the step starts at solver time ``s``
+#: from state ``y``, its stages use step ``h`` (``dt = direction * h``) and it ends at ``s1`` in ``y1``;
+#: ``interpolate(thetas)`` is the step's dense output at fractions ``thetas`` of it, ``(len(thetas), N)``.
+#: A true return value ends the solve after this step (events); used by the checkpoint adjoint and events.
+StepHook = Callable[[float, float, float, torch.Tensor, torch.Tensor, Callable], Optional[bool]]
 
 # A step that would leave less than this fraction of itself before a stop is stretched to land on the stop.
 _SLIVER = 1e-10
@@ -71,10 +73,11 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
     used by the adjoint) every step ends exactly on the output times, ``on_output(i, y)`` may replace the
     state there, and the return value is the final state after the last jump.
     ``counts`` is updated as the solve goes, so it is right even when the solve raises. ``on_accept`` (see
-    :data:`StepHook`) sees every accepted step (Runge-Kutta methods; the Adams and SciPy loops do not call it).
+    :data:`StepHook`) sees every accepted step and may end the solve (then the outputs reached so far are
+    returned); ``s_times[-1]`` may be ``inf`` when it does (event mode). The Adams loops call it too, SciPy's not.
     """
     if settings.loop is not None:
-        return settings.loop(func, y0, s_times, direction, settings, counts, on_output)
+        return settings.loop(func, y0, s_times, direction, settings, counts, on_output, on_accept=on_accept)
     n_times = len(s_times)
     jump_mode = on_output is not None
     if n_times == 1:
@@ -133,8 +136,9 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
             counts.rejected += 1
             continue
         counts.accepted += 1
-        if on_accept is not None:
-            on_accept(s, h_try, s1, y)
+        if on_accept is not None and on_accept(s, h_try, s1, y, y1,
+                                               _step_interpolant(func, direction, plan, counts, s, s1, y, y1, ks)):
+            break
         f1 = ks[-1] if fsal else None  # FSAL: the last stage is f(t1, y1)
         i, y_next, f1 = _emit_outputs(func, direction, plan, counts, outputs, s_times, i, s, s1, y, y1, ks, f1,
                                       on_output)
@@ -169,12 +173,13 @@ def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: Work
     if j == i:
         return i, y1, f1
     if n_inside:
-        if f1 is None:
+        if f1 is None and plan.dense_uses_f1:
             f1 = func(direction * s1, y1)
             counts.nfe += 1
         h = s1 - s
         thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
-        ks_ext = ks if plan.tab.fsal else ks + [f1]
+        # (a linear interpolant gives f(t1, y1) weight 0: any tensor of the right shape fills its row)
+        ks_ext = ks if plan.tab.fsal else ks + [f1 if f1 is not None else ks[0]]
         outputs.append(dense_output(y, ks_ext, direction * h, plan, thetas))
     for m in range(i + n_inside, j):
         if on_output is not None:
@@ -183,6 +188,25 @@ def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: Work
         else:
             outputs.append(y1.unsqueeze(0))
     return j, y1, f1
+
+
+def _step_interpolant(func: FlatFunc, direction: float, plan: StepPlan, counts: WorkCounts, s: float, s1: float,
+                      y: torch.Tensor, y1: torch.Tensor, ks: list) -> Callable[[Sequence[float]], torch.Tensor]:
+    """The dense output of one accepted step as a function of step fractions (``f(t1, y1)`` made on first use)."""
+    extended: list = []
+
+    def interpolate(thetas: Sequence[float]) -> torch.Tensor:
+        if not extended:
+            if plan.tab.fsal:
+                extended.extend(ks)
+            elif plan.dense_uses_f1:
+                counts.nfe += 1
+                extended.extend(ks + [func(direction * s1, y1)])
+            else:  # linear: f(t1, y1) has weight 0
+                extended.extend(ks + [ks[0]])
+        return dense_output(y, extended, direction * (s1 - s), plan, thetas)
+
+    return interpolate
 
 
 def grid_points(s0: float, s1: float, step: float) -> list[float]:

@@ -15,13 +15,13 @@ import torch
 
 from . import control
 from .integrate import SolveSettings
-from .stepping import StepPlan
+from .stepping import StepPlan, check_interp, linear_variant
 from .loops import LOOP_METHODS
 from .tableaux import TABLEAUX, get_tableau
 
 __all__ = ["Problem", "prepare", "make_settings", "FIXED_OPTIONS", "ADAPTIVE_OPTIONS"]
 
-FIXED_OPTIONS = ("step_size", "max_num_steps", "dtype")
+FIXED_OPTIONS = ("step_size", "max_num_steps", "dtype", "interp")
 ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm", "controller", "dtype")
 
 _PLANS: dict[str, StepPlan] = {}
@@ -42,6 +42,11 @@ class Problem:
     @property
     def numel(self) -> int:
         return self.y0.numel()
+
+    @property
+    def times(self) -> list[float]:
+        """The output times in the user's time (``direction * s``)."""
+        return [self.direction * s for s in self.s_times]
 
     def unflatten_state(self, y: torch.Tensor):
         """Flat ``(N,)`` -> the user's state structure."""
@@ -167,10 +172,12 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
             raise ValueError(f"unknown ODE method {method!r}; valid methods: "
                              f"{', '.join([*TABLEAUX, *LOOP_METHODS])}") from None
         name, adaptive = tab.name, tab.adaptive
+        valid = ADAPTIVE_OPTIONS if tab.adaptive else FIXED_OPTIONS
+        if not tab.adaptive and check_interp((options or {}).get("interp")) == "linear":
+            tab = linear_variant(tab)
         plan = _PLANS.get(tab.name)
         if plan is None:
             plan = _PLANS[tab.name] = StepPlan(tab)
-        valid = ADAPTIVE_OPTIONS if tab.adaptive else FIXED_OPTIONS
     else:
         name, adaptive, plan, valid = loop_method.name, loop_method.adaptive, None, loop_method.options
     opts = {k: v for k, v in (options or {}).items() if v is not None}

@@ -48,9 +48,14 @@ def scipy_options(opts: dict) -> dict:
 
 
 def scipy_loop(func, y0: torch.Tensor, s_times: list[float], direction: float, st: SolveSettings,
-               counts: WorkCounts, on_output=None) -> torch.Tensor:
-    """Solve through SciPy (module docstring); signature and return value as :func:`.integrate`."""
+               counts: WorkCounts, on_output=None, on_accept=None) -> torch.Tensor:
+    """Solve through SciPy (module docstring); signature and return value as :func:`.integrate` (without
+    ``on_accept``: SciPy does not report its steps, so neither events nor checkpoints run on it)."""
     from scipy.integrate import solve_ivp
+
+    if on_accept is not None:
+        raise ValueError("method 'scipy_solver' does not report its steps: event_fn and grad=checkpoint need "
+                         "another method (e.g. dopri5)")
 
     n_times = len(s_times)
     jump_mode = on_output is not None

@@ -8,15 +8,42 @@ accumulation is safe under autograd because additions save nothing for backward.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import torch
 
 from .tableaux import Tableau
 
-__all__ = ["StepPlan", "rk_stages", "combine", "dense_weights", "dense_output"]
+__all__ = ["StepPlan", "rk_stages", "combine", "dense_weights", "dense_output", "INTERP_NAMES", "check_interp",
+           "linear_variant"]
 
 Coeffs = tuple[tuple[int, float], ...]
+
+#: Fixed-grid option ``interp``: how outputs (and event times) between grid points are interpolated.
+#: ``"cubic"`` (neode's default) is the method's own interpolant (the cubic Hermite one through both ends for
+#: the fixed-grid methods); ``"linear"`` is the straight line through ``y0`` and ``y1`` (torchdiffeq's default).
+INTERP_NAMES = ("linear", "cubic")
+
+
+def check_interp(value) -> str:
+    """Validate the ``interp`` option (``None`` means ``"cubic"``); ValueError naming the choices otherwise."""
+    if value is None:
+        return "cubic"
+    if not isinstance(value, str) or value not in INTERP_NAMES:
+        raise ValueError(f"Unknown interpolation method {value!r} (options['interp']); valid: {', '.join(INTERP_NAMES)}")
+    return value
+
+
+def linear_variant(tab: Tableau) -> Tableau:
+    """``tab`` with the linear interpolant ``y0 + theta (y1 - y0)`` as its dense output (``interp="linear"``).
+
+    Linear interpolation is ``y0 + theta dt sum_i b_i k_i``: degree-one polynomials ``b_i theta``, and weight 0
+    for ``f(t1, y1)``, which is therefore never evaluated for it (see :attr:`StepPlan.dense_uses_f1`).
+    """
+    weights = list(tab.b) if tab.fsal else list(tab.b) + [0.0]
+    return dataclasses.replace(tab, name=f"{tab.name}/linear", dense=tuple((w,) for w in weights),
+                               interpolant="linear")
 
 
 class StepPlan:
@@ -31,6 +58,9 @@ class StepPlan:
         # FSAL: the last stage is evaluated at y1 itself, so y1 is that stage's argument.
         self.y1_is_last_stage = tab.fsal and tuple(tab.a[-1]) == tuple(tab.b[:-1]) and tab.b[-1] == 0.0
         self.dense = tab.dense
+        # The dense output needs f(t1, y1) unless the method is FSAL (then it is a stage) or the interpolant
+        # gives it weight 0 (linear).
+        self.dense_uses_f1 = not tab.fsal and tab.interpolant != "linear"
         self.dense_tensors: dict = {}  # dense coefficients per (dtype, device), made on first use
 
 
