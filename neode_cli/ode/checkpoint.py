@@ -14,7 +14,7 @@ no backward ODE solve (so none of the adjoint's reverse-time error).
 Work: ``nfe_backward`` counts the replayed evaluations: ``s`` stages per step for an explicit method whose end
 state is its last stage's argument (dopri5, tsit5, bosh3: the FSAL stage is not needed unless the step has
 outputs inside it), otherwise all stages, plus ``f(t1, y1)`` where a step interpolates outputs and the method's
-dense output needs it. No gradient flows to ``t``.
+dense output needs it. Gradients with respect to ``t`` as for backprop (:mod:`.time_grad`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .integrate import SolveSettings, WorkCounts, _outputs_reached, integrate
 from .problem import make_settings, prepare
 from .stats import SolveStats, active_collectors, record_work
 from .stepping import StepPlan, combine, dense_output, rk_stages
+from .time_grad import time_gradient
 
 __all__ = ["odeint_checkpoint", "CheckpointSpec", "checkpoint_solve"]
 
@@ -49,9 +50,14 @@ def odeint_checkpoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options
     if settings.loop is not None:  # the replay recomputes Runge-Kutta steps from their tableau
         raise ValueError(f"gradients by checkpointing replay Runge-Kutta steps; method {method!r} is not a "
                          "Runge-Kutta method: use backprop (odeint) or the adjoint (odeint_adjoint) with it")
-    spec = CheckpointSpec(func=problem.flat_func(func), s_times=problem.s_times, direction=problem.direction,
-                          settings=settings, params=params, collectors=active_collectors())
-    return problem.unflatten(checkpoint_solve(spec, problem.y0))
+    collectors = active_collectors()
+    flat_func = problem.flat_func(func)
+    spec = CheckpointSpec(func=flat_func, s_times=problem.s_times, direction=problem.direction,
+                          settings=settings, params=params, collectors=collectors)
+    times = time_gradient(flat_func, t, problem.times, collectors)
+    if times is None:
+        return problem.unflatten(checkpoint_solve(spec, problem.y0))
+    return problem.unflatten(times.outputs(checkpoint_solve(spec, times.start(problem.y0))))
 
 
 @dataclasses.dataclass
