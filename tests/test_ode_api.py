@@ -39,8 +39,8 @@ def test_unknown_method_lists_valid_ones():
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(ValueError, match="'grid_constructor'.*valid options: step_size"):
-        odeint(linear_field, Y0, T, method="rk4", options=dict(grid_constructor="uniform", step_size=0.1))
+    with pytest.raises(ValueError, match="'grid'.*valid options: step_size"):
+        odeint(linear_field, Y0, T, method="rk4", options=dict(grid="uniform", step_size=0.1))
     with pytest.raises(ValueError, match="'step_size'.*valid options: first_step"):
         odeint(linear_field, Y0, T, method="dopri5", options=dict(step_size=0.1))
     # None means absent, so configs may carry keys set to null

@@ -94,7 +94,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         return torchdiffeq_odeint(False, func, y0, t, dict(rtol=rtol, atol=atol, method=method, options=options,
                                                            **extra))
     problem = prepare(y0, t, options)
-    settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state)
+    settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state,
+                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t))
     events = None if event_fn is None else event_mode(event_fn, problem, t, options, settings)
     collectors = active_collectors()
     attach = backward_counter(collectors) if torch.is_grad_enabled() else None
@@ -144,12 +145,14 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             adjoint_params=adjoint_params, **extra))
 
     problem = prepare(y0, t, options)
-    settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state)
+    settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state,
+                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t))
     events = None if event_fn is None else event_mode(event_fn, problem, t, options, settings)
     params = tuple(p for p in adjoint_params if isinstance(p, torch.Tensor) and p.requires_grad)
     backward = adjoint_settings(problem, params, method=method, rtol=rtol, atol=atol, options=options,
                                 adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
-                                adjoint_atol=adjoint_atol, adjoint_options=adjoint_options)
+                                adjoint_atol=adjoint_atol, adjoint_options=adjoint_options,
+                                grid_inputs=(func, y0, t.flip(0)))
     collectors = active_collectors()
     flat_func = problem.flat_func(func)
     spec = AdjointSpec(func=flat_func, s_times=problem.s_times, direction=problem.direction,

@@ -36,6 +36,7 @@ import torch
 from .errors import NonFiniteStateError, TooManyStepsError
 from .integrate import SolveSettings, WorkCounts, _outputs_reached, _where, grid_points
 from .stepping import StepPlan, check_interp, rk_stages
+from .stops import landing_times
 from .tableaux import _make
 
 __all__ = ["adams_bashforth", "adams_moulton", "fixed_adams_loop", "MAX_ORDER"]
@@ -111,8 +112,9 @@ def _linear(y0, y1, thetas: Sequence[float]) -> torch.Tensor:
 
 
 def _fixed_interpolant(func, direction: float, st: SolveSettings, counts: WorkCounts, s: float, s1: float,
-                      y: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor):
-    """One step's interpolant (as the outputs use it) as a function of step fractions, for the step hook."""
+                      y: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor, t_end: float):
+    """One step's interpolant (as the outputs use it) as a function of step fractions, for the step hook
+    (``f(t1, y1)`` evaluated at ``t_end``, the step's end time as the step's own stages see it)."""
     end: list = []
 
     def interpolate(thetas: Sequence[float]) -> torch.Tensor:
@@ -120,7 +122,7 @@ def _fixed_interpolant(func, direction: float, st: SolveSettings, counts: WorkCo
             return _linear(y, y1, thetas)
         if not end:
             counts.nfe += 1
-            end.append(func(direction * s1, y1))
+            end.append(func(t_end, y1))
         return _hermite(y, f0, y1, end[0], direction * (s1 - s), thetas)
 
     return interpolate
@@ -169,6 +171,9 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
         if step is None:
             raise ValueError("a fixed-grid solve without an end needs options['step_size']")
         grid = _endless_grid(s_times[0], step)
+    elif st.stops_t:  # options['grid_constructor'] (in jump mode the output times join the grid)
+        inner = landing_times(st.stops_t, direction, s_times[0], s_times[-1])
+        grid = [s_times[0]] + sorted(set(inner).union(s_times[1:] if jump_mode else ()))
     elif step is None:
         grid = list(s_times)
     elif jump_mode:
@@ -182,6 +187,7 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
             f"the fixed grid needs {len(grid) - 1} steps > max_num_steps={st.max_num_steps} "
             f"{_where(direction * s_times[0], step or 0.0, counts.nfe)}; raise step_size or max_num_steps")
 
+    perturb, nudge = st.perturb, st.nudge
     history: deque[torch.Tensor] = deque(maxlen=max(max_order - 1, 1))  # f at step starts, newest first
     outputs = [y0.unsqueeze(0)]
     y, f0, i = y0, None, 1
@@ -195,13 +201,15 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
                 "options['max_num_steps'] or step_size")
         h = s1 - s
         dt = direction * h
+        # perturb: f is evaluated one ulp inside the step at its start and its end (see .stops)
+        t_end = nudge(direction * s1, -direction) if perturb else direction * s1
         if f0 is None:
-            f0 = func(direction * s, y)
+            f0 = func(nudge(direction * s, direction) if perturb else direction * s, y)
             counts.nfe += 1
         history.appendleft(f0)
         order = min(len(history), max_order - 1)
         if order < _MIN_ADAMS_HISTORY:
-            y1, ks = rk_stages(func, direction * s, dt, y, f0, _RK38)
+            y1, ks = rk_stages(func, direction * s, dt, y, f0, _RK38, t_end if perturb else None)
             counts.nfe += len(ks) - 1
         else:
             dy = _weighted_sum(None, history, [float(w) for w in adams_bashforth(order)], dt)
@@ -210,7 +218,7 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
                 delta = _weighted_sum(None, list(history)[:order], moulton[1:], dt)
                 converged = False
                 for _ in range(max_iters):
-                    f_end = func(direction * s1, y + dy)
+                    f_end = func(t_end, y + dy)
                     counts.nfe += 1
                     dy_old, dy = dy, delta.add(f_end, alpha=moulton[0] * dt)
                     converged = _corrector_converged(dy_old, dy, st.rtol, st.atol)
@@ -224,7 +232,7 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
             y1 = y + dy
         counts.accepted += 1
         if on_accept is not None and on_accept(s, h, s1, y, y1, _fixed_interpolant(func, direction, st, counts, s, s1,
-                                                                                    y, f0, y1)):
+                                                                                    y, f0, y1, t_end)):
             break
         f1 = None
         j, n_inside = _outputs_reached(s_times, i, s1)
@@ -234,9 +242,11 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
                 if st.extra["interp"] == "linear":
                     outputs.append(_linear(y, y1, thetas))
                 else:
-                    f1 = func(direction * s1, y1)
+                    f1 = func(t_end, y1)
                     counts.nfe += 1
                     outputs.append(_hermite(y, f0, y1, f1, dt, thetas))
+                    if perturb:  # f just before the step's end is not f at the next step's start
+                        f1 = None
             for m in range(i + n_inside, j):
                 if jump_mode:
                     y1 = on_output(m, y1)

@@ -145,7 +145,8 @@ def adjoint_block_sizes(n_state: int, params: Sequence[torch.Tensor]) -> list[in
 
 
 def adjoint_settings(problem: Problem, params: Sequence[torch.Tensor], *, method, rtol, atol, options,
-                     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options) -> SolveSettings:
+                     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options,
+                     grid_inputs: tuple | None = None) -> SolveSettings:
     """Settings of the backward (augmented) solve from the forward arguments and the ``adjoint_*`` ones.
 
     ``adjoint_rtol/atol/method`` default to the forward ones. With the same method the backward solve inherits
@@ -153,7 +154,10 @@ def adjoint_settings(problem: Problem, params: Sequence[torch.Tensor], *, method
     ``step_size`` and an adaptive method its ``controller``); ``adjoint_options`` override them key by key.
     The backward norm: ``adjoint_options['norm']`` when it is a forward norm ("rms", "max", a callable on the
     augmented state ``(y, a, g)``); ``"seminorm"`` drops the parameter block; by default the maximum of the
-    RMS norms of the three blocks (see the module docstring).
+    RMS norms of the three blocks (see the module docstring). ``grid_inputs``: what a ``grid_constructor`` of
+    the backward solve is called with (the public API passes the user's ``func``, ``y0`` and ``t`` reversed: one
+    grid for the whole backward solve, from ``t[-1]`` to ``t[0]``). ``step_t``/``jump_t``/``perturb`` are
+    inherited like any option and act in the backward direction.
     """
     same_method = adjoint_method is None or adjoint_method == (method or "dopri5")
     inherited = {k: v for k, v in (options or {}).items() if k != "norm"} if same_method else {}
@@ -175,4 +179,5 @@ def adjoint_settings(problem: Problem, params: Sequence[torch.Tensor], *, method
     return make_settings(
         adjoint_method if adjoint_method is not None else method,
         rtol if adjoint_rtol is None else adjoint_rtol, atol if adjoint_atol is None else adjoint_atol,
-        backward_options, default_norm=default_norm, unflatten=unflatten_augmented)
+        backward_options, default_norm=default_norm, unflatten=unflatten_augmented, t_dtype=problem.t_dtype,
+        grid_inputs=grid_inputs)

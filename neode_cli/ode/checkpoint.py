@@ -28,6 +28,7 @@ from .integrate import SolveSettings, WorkCounts, _outputs_reached, integrate
 from .problem import make_settings, prepare
 from .stats import SolveStats, active_collectors, record_work
 from .stepping import StepPlan, combine, dense_output, rk_stages
+from .stops import landing_times
 from .time_grad import time_gradient
 
 __all__ = ["odeint_checkpoint", "CheckpointSpec", "checkpoint_solve"]
@@ -46,7 +47,8 @@ def odeint_checkpoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options
         params = tuple(func.parameters()) if isinstance(func, torch.nn.Module) else ()
     params = tuple(p for p in params if isinstance(p, torch.Tensor) and p.requires_grad)
     problem = prepare(y0, t, options)
-    settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state)
+    settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state,
+                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t))
     if settings.loop is not None:  # the replay recomputes Runge-Kutta steps from their tableau
         raise ValueError(f"gradients by checkpointing replay Runge-Kutta steps; method {method!r} is not a "
                          "Runge-Kutta method: use backprop (odeint) or the adjoint (odeint_adjoint) with it")
@@ -112,6 +114,7 @@ class _CheckpointSolve(torch.autograd.Function):
         (states,) = ctx.saved_tensors
         params, s_times = spec.params, spec.s_times
         plan = spec.settings.plan
+        nudged = _nudged_times(spec)
         # Which outputs each step produced, found the way the loop found them.
         reached, i = [], 1
         for s, h, s1 in ctx.steps:
@@ -130,7 +133,8 @@ class _CheckpointSolve(torch.autograd.Function):
                 thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
                 with torch.enable_grad():
                     y = states[n].detach().requires_grad_(True)
-                    y1, dense, evaluations = _replay_step(spec.func, spec.direction, s, h, s1, y, plan, thetas)
+                    y1, dense, evaluations = _replay_step(spec.func, spec.direction, s, h, s1, y, plan, thetas,
+                                                          *nudged(s, s1))
                     nfe += evaluations
                     outputs, cotangents = [y1], [adjoint]
                     if dense is not None:
@@ -147,20 +151,37 @@ class _CheckpointSolve(torch.autograd.Function):
         return (None, adjoint + grad_ys[0], *grad_params)
 
 
+def _nudged_times(spec: CheckpointSpec) -> Callable[[float, float], tuple[float | None, float | None]]:
+    """``(s, s1) -> (time of the first stage, time of the stages at the step's end)`` where the loop nudged them
+    (``perturb``, ``jump_t``: see :mod:`.stops`), ``None`` where it did not."""
+    settings, direction = spec.settings, spec.direction
+    jumps = frozenset(landing_times(settings.jumps_t, direction, spec.s_times[0], spec.s_times[-1]))
+    perturb, nudge = settings.perturb, settings.nudge
+
+    def nudged(s: float, s1: float):
+        start = nudge(direction * s, direction) if perturb or s in jumps else None
+        end = nudge(direction * s1, -direction) if perturb or s1 in jumps else None
+        return start, end
+
+    return nudged
+
+
 def _replay_step(func, direction: float, s: float, h: float, s1: float, y: torch.Tensor, plan: StepPlan,
-                 thetas: list[float]) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+                 thetas: list[float], t_start: float | None = None,
+                 t_end: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Recompute one accepted step from ``y`` with the graph on: ``(y1, dense outputs or None, evaluations)``.
 
     The same arithmetic as the loop (``rk_stages``, ``combine``, ``dense_output``), so the values and their
-    derivatives are those the forward pass computed.
+    derivatives are those the forward pass computed; ``t_start``/``t_end``: the nudged times of the first stage
+    and of the stages at the step's end where the loop used them.
     """
     dt, t0 = direction * h, direction * s
-    k1 = func(t0, y)
+    k1 = func(t0 if t_start is None else t_start, y)
     if thetas:  # outputs inside the step: the dense output needs every stage (and f(t1, y1) where the loop took it)
-        y1, ks = rk_stages(func, t0, dt, y, k1, plan)
+        y1, ks = rk_stages(func, t0, dt, y, k1, plan, t_end)
         evaluations = len(ks)
         if plan.dense_uses_f1:
-            ks = ks + [func(direction * s1, y1)]
+            ks = ks + [func(direction * s1 if t_end is None else t_end, y1)]
             evaluations += 1
         elif not plan.tab.fsal:  # linear interpolant: f(t1, y1) has weight 0 (as in the loop)
             ks = ks + [ks[0]]
@@ -170,5 +191,7 @@ def _replay_step(func, direction: float, s: float, h: float, s1: float, y: torch
     # step, whose replay evaluates its own first stage: stop one stage early.
     n_stages = len(plan.c) - 1 if plan.y1_is_last_stage else len(plan.c)
     for stage in range(1, n_stages):
-        ks.append(func(t0 + plan.c[stage] * dt, combine(y, ks, plan.stage_coeffs[stage], dt)))
+        c = plan.c[stage]
+        ks.append(func(t_end if t_end is not None and c == 1 else t0 + c * dt,
+                       combine(y, ks, plan.stage_coeffs[stage], dt)))
     return combine(y, ks, plan.b, dt), None, len(ks)

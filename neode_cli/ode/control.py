@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 __all__ = ["make_norm", "NORM_NAMES", "initial_step", "next_step_factor", "Controller", "IntegralController",
-           "PIController", "ConstantStepController", "ControlState", "GiveUp", "CONTROLLER_NAMES",
+           "PIController", "ConstantStepController", "GridController", "ControlState", "GiveUp", "CONTROLLER_NAMES",
            "make_controller"]
 
 NORM_NAMES = ("rms", "max")
@@ -209,6 +209,10 @@ class _ErrorController(Controller):
     ifactor: float = 10.0
     dfactor: float = 0.2
     first: Optional[float] = None    # options['first_step']
+    # options['min_step'] / ['max_step'] (torchdiffeq's): every proposal is clamped to [min_step, max_step], and
+    # an attempt no longer than min_step is accepted whatever its (finite) error.
+    min_step: float = 0.0
+    max_step: float = math.inf
     exponent: float = dataclasses.field(init=False)  # 1 / k, k = q + 1
 
     def __post_init__(self):
@@ -216,23 +220,31 @@ class _ErrorController(Controller):
 
     def first_step(self, f0, y0, probe, rtol, atol, norm) -> float:
         if self.first is not None:
-            return abs(self.first)
+            return self._bounded(abs(self.first))
         h, d0, d1 = initial_step(f0, y0, probe, rtol, atol, norm, self.error_order)
         if not (math.isfinite(d0) and math.isfinite(d1)):
             raise GiveUp("non-finite initial state or vector field",
                          "check y0 and the vector field (inputs, parameters) for NaN/inf")
-        return h
+        return self._bounded(h)
+
+    def _bounded(self, h: float) -> float:
+        return min(max(h, self.min_step), self.max_step)
+
+    def _forced(self, ratio: float, h: float) -> bool:
+        """An attempt of at most min_step is accepted unless its error estimate is not finite."""
+        return h <= self.min_step and math.isfinite(ratio)
 
     def _reject(self, state: ControlState, ratio: float, h: float) -> tuple[bool, float]:
         state.rejected_last = True
         if math.isfinite(ratio):
             state.nonfinite_streak = 0
-            return False, h * next_step_factor(ratio, self.exponent, self.safety, self.ifactor, self.dfactor)
+            return False, self._bounded(
+                h * next_step_factor(ratio, self.exponent, self.safety, self.ifactor, self.dfactor))
         # A NaN/inf estimate says nothing about the error's size: shrink by dfactor, a bounded number of times.
         state.nonfinite_streak += 1
         if state.nonfinite_streak > MAX_NONFINITE_REJECTS:
             raise GiveUp(*_BLOW_UP)
-        return False, h * self.dfactor
+        return False, self._bounded(h * self.dfactor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,11 +252,11 @@ class IntegralController(_ErrorController):
     """The I controller (``controller="i"``): see the module docstring."""
 
     def decide(self, state, ratio, s1, h, clipped_from):
-        if ratio <= 1.0:  # NaN compares False: a non-finite attempt is rejected
+        if ratio <= 1.0 or self._forced(ratio, h):  # NaN compares False: a non-finite attempt is rejected
             state.nonfinite_streak = 0
             h_next = h * next_step_factor(ratio, self.exponent, self.safety, self.ifactor, 1.0)
             # A step shortened to land on an output time says nothing against the longer proposal.
-            return True, h_next if clipped_from is None else max(h_next, clipped_from)
+            return True, self._bounded(h_next if clipped_from is None else max(h_next, clipped_from))
         return self._reject(state, ratio, h)
 
 
@@ -261,7 +273,7 @@ class PIController(_ErrorController):
     beta2: float = 0.4
 
     def decide(self, state, ratio, s1, h, clipped_from):
-        if ratio <= 1.0:
+        if ratio <= 1.0 or self._forced(ratio, h):
             state.nonfinite_streak = 0
             if ratio == 0.0:
                 factor = self.ifactor
@@ -274,7 +286,7 @@ class PIController(_ErrorController):
             state.prev_ratio = max(ratio, 1e-4)
             state.rejected_last = False
             h_next = h * factor
-            return True, h_next if clipped_from is None else max(h_next, clipped_from)
+            return True, self._bounded(h_next if clipped_from is None else max(h_next, clipped_from))
         return self._reject(state, ratio, h)
 
 
@@ -310,11 +322,33 @@ class ConstantStepController(Controller):
         return True, state.anchor + (state.steps + 1) * self.step - s1
 
 
+@dataclasses.dataclass(frozen=True)
+class GridController(Controller):
+    """A fixed grid given point by point (``grid_constructor``): every attempt is accepted.
+
+    It proposes no step of its own: the grid points are stops of the loop (``SolveSettings.stops_t``), so each
+    step runs from one grid point (or output time, in jump mode) to the next, landing on it exactly.
+    """
+
+    step = None  # (no constant spacing: events need step_size)
+    needs_error = False
+    lands_on_outputs = False
+    more_steps_hint = "use a coarser grid"
+
+    def first_step(self, f0, y0, probe, rtol, atol, norm) -> float:
+        return math.inf
+
+    def decide(self, state, ratio, s1, h, clipped_from):
+        return True, math.inf
+
+
 def make_controller(name: Optional[str], error_order: int, *, safety: float = 0.9, ifactor: float = 10.0,
-                    dfactor: float = 0.2, first_step: Optional[float] = None) -> Controller:
+                    dfactor: float = 0.2, first_step: Optional[float] = None, min_step: float = 0.0,
+                    max_step: float = math.inf) -> Controller:
     """The error-based controller named by ``options['controller']`` (``None`` means ``"i"``)."""
     kinds = {"i": IntegralController, "pi": PIController}
     name = "i" if name is None else name
     if not isinstance(name, str) or name not in kinds:
         raise ValueError(f"unknown controller {name!r}; valid: {', '.join(CONTROLLER_NAMES)}")
-    return kinds[name](error_order=error_order, safety=safety, ifactor=ifactor, dfactor=dfactor, first=first_step)
+    return kinds[name](error_order=error_order, safety=safety, ifactor=ifactor, dfactor=dfactor, first=first_step,
+                       min_step=min_step, max_step=max_step)

@@ -27,6 +27,7 @@ from . import control
 from .errors import NonFiniteStateError, StepSizeUnderflowError, TooManyStepsError
 from .stats import WorkCounts
 from .stepping import StepPlan, dense_output, rk_stages
+from .stops import landing_times
 
 __all__ = ["SolveSettings", "WorkCounts", "integrate"]
 
@@ -58,6 +59,13 @@ class SolveSettings:
     # :func:`integrate`; ``plan`` is then unused and ``extra`` holds their validated method options.
     loop: Optional[Callable] = None
     extra: dict = dataclasses.field(default_factory=dict)
+    # Discontinuity handling (see :mod:`.stops`): user times every step must land on (``step_t``, ``jump_t``,
+    # a constructed grid), the subset where ``func`` jumps, the fixed-grid ``perturb`` option, and the one-ulp
+    # nudge in the dtype of ``func``'s time (set whenever ``jumps_t`` or ``perturb`` is).
+    stops_t: tuple = ()
+    jumps_t: tuple = ()
+    perturb: bool = False
+    nudge: Optional[Callable[[float, float], float]] = None
 
 
 def _where(t: float, h: float, nfe: int) -> str:
@@ -86,9 +94,16 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
     needs_error, fsal = ctl.needs_error, plan.tab.fsal
     stop_at_each_output = jump_mode or ctl.lands_on_outputs
     s_end = s_times[-1]
+    # The solver times steps must end on, in order: output times or just the end, plus step_t/jump_t/a grid.
+    stops = list(s_times[1:]) if stop_at_each_output else [s_end]
+    if settings.stops_t:
+        stops = sorted(set(stops).union(landing_times(settings.stops_t, direction, s_times[0], s_end)))
+    jumps = frozenset(landing_times(settings.jumps_t, direction, s_times[0], s_end)) if settings.jumps_t else None
+    perturb, nudge = settings.perturb, settings.nudge
+    k = 0  # the next stop
 
     s, y = s_times[0], y0
-    k1 = func(direction * s, y)
+    k1 = func(nudge(direction * s, direction) if perturb else direction * s, y)
     counts.nfe += 1
 
     def probe(h0: float) -> torch.Tensor:
@@ -106,7 +121,7 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
     outputs = [y0.unsqueeze(0)]
     i = 1
     while i < n_times:
-        s_stop = s_times[i] if stop_at_each_output else s_end
+        s_stop = stops[k]
         remaining = s_stop - s
         clipped = h * (1.0 + _SLIVER) >= remaining
         h_try = remaining if clipped else h
@@ -117,7 +132,14 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
                 f"reached max_num_steps={settings.max_num_steps} {_where(direction * s, h_try, counts.nfe)}; "
                 f"raise options['max_num_steps'], {ctl.more_steps_hint}, or regularise the dynamics")
         dt = direction * h_try
-        y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
+        s1 = s_stop if clipped else s + h_try
+        # A step ending on a jump (every step, with perturb) evaluates f at its end one ulp inside itself.
+        inside = perturb or (jumps is not None and s1 in jumps)
+        t_end = nudge(direction * s1, -direction) if inside else None
+        if inside:
+            y1, ks = rk_stages(func, direction * s, dt, y, k1, plan, t_end=t_end)
+        else:
+            y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
         counts.nfe += len(ks) - 1
         ratio = None
         if needs_error:
@@ -126,7 +148,6 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
                 abs_y1 = y1.abs()
                 scale = torch.maximum(abs_y, abs_y1).mul_(settings.rtol).add_(settings.atol)
                 ratio = settings.norm(err.div_(scale))  # the one host sync of the attempt
-        s1 = s_stop if clipped else s + h_try
         try:
             accept, h = ctl.decide(state, ratio, s1, h_try, h if clipped else None)
         except control.GiveUp as stop:
@@ -136,12 +157,16 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
             counts.rejected += 1
             continue
         counts.accepted += 1
-        if on_accept is not None and on_accept(s, h_try, s1, y, y1,
-                                               _step_interpolant(func, direction, plan, counts, s, s1, y, y1, ks)):
+        if s1 >= s_stop:
+            k += 1
+        if on_accept is not None and on_accept(s, h_try, s1, y, y1, _step_interpolant(
+                func, direction, plan, counts, s, s1, y, y1, ks, t_end)):
             break
-        f1 = ks[-1] if fsal else None  # FSAL: the last stage is f(t1, y1)
+        f1 = ks[-1] if fsal and not inside else None  # FSAL: the last stage is f(t1, y1)
         i, y_next, f1 = _emit_outputs(func, direction, plan, counts, outputs, s_times, i, s, s1, y, y1, ks, f1,
-                                      on_output)
+                                      on_output, t_end)
+        if inside:  # f just before the step's end is not f at the next step's start
+            f1 = None
         if needs_error and y_next is not y1:  # the state jumped: its magnitude for the error scale is stale
             with torch.no_grad():
                 abs_y1 = y_next.abs()
@@ -150,7 +175,7 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
             abs_y = abs_y1
         if i < n_times:
             if f1 is None:
-                f1 = func(direction * s, y)
+                f1 = func(nudge(direction * s, direction) if inside else direction * s, y)
                 counts.nfe += 1
             k1 = f1
     result = y if jump_mode else torch.cat(outputs, dim=0)
@@ -161,11 +186,12 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
 
 def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: WorkCounts, outputs: list,
                   s_times: Sequence[float], i: int, s: float, s1: float, y: torch.Tensor, y1: torch.Tensor,
-                  ks: list, f1: Optional[torch.Tensor], on_output: OutputJump | None):
+                  ks: list, f1: Optional[torch.Tensor], on_output: OutputJump | None, t_end: Optional[float] = None):
     """The outputs an accepted step from ``(s, y)`` to ``(s1, y1)`` reaches, from output index ``i`` on.
 
     Output times strictly inside the step come from the dense interpolant (one ``f(t1, y1)`` evaluation for
-    methods that are not FSAL, passed in as ``f1`` when already known); output times equal to ``s1`` take
+    methods that are not FSAL, passed in as ``f1`` when already known, made at the time ``t_end`` when given:
+    the nudged end of a step ending on a discontinuity); output times equal to ``s1`` take
     ``y1``, or in jump mode let ``on_output`` replace it. Appends to ``outputs`` (not in jump mode) and returns
     ``(next output index, state to continue from, f(s1, state) or None when unknown)``.
     """
@@ -174,7 +200,7 @@ def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: Work
         return i, y1, f1
     if n_inside:
         if f1 is None and plan.dense_uses_f1:
-            f1 = func(direction * s1, y1)
+            f1 = func(direction * s1 if t_end is None else t_end, y1)
             counts.nfe += 1
         h = s1 - s
         thetas = [(s_times[m] - s) / h for m in range(i, i + n_inside)]
@@ -191,8 +217,10 @@ def _emit_outputs(func: FlatFunc, direction: float, plan: StepPlan, counts: Work
 
 
 def _step_interpolant(func: FlatFunc, direction: float, plan: StepPlan, counts: WorkCounts, s: float, s1: float,
-                      y: torch.Tensor, y1: torch.Tensor, ks: list) -> Callable[[Sequence[float]], torch.Tensor]:
-    """The dense output of one accepted step as a function of step fractions (``f(t1, y1)`` made on first use)."""
+                      y: torch.Tensor, y1: torch.Tensor, ks: list,
+                      t_end: Optional[float] = None) -> Callable[[Sequence[float]], torch.Tensor]:
+    """The dense output of one accepted step as a function of step fractions (``f(t1, y1)`` made on first use,
+    at ``t_end`` when given, as in :func:`_emit_outputs`)."""
     extended: list = []
 
     def interpolate(thetas: Sequence[float]) -> torch.Tensor:
@@ -201,7 +229,7 @@ def _step_interpolant(func: FlatFunc, direction: float, plan: StepPlan, counts: 
                 extended.extend(ks)
             elif plan.dense_uses_f1:
                 counts.nfe += 1
-                extended.extend(ks + [func(direction * s1, y1)])
+                extended.extend(ks + [func(direction * s1 if t_end is None else t_end, y1)])
             else:  # linear: f(t1, y1) has weight 0
                 extended.extend(ks + [ks[0]])
         return dense_output(y, extended, direction * (s1 - s), plan, thetas)

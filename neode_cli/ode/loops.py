@@ -26,7 +26,8 @@ class LoopMethod:
     configure: Callable[[dict], dict]   # all options given -> its validated method-specific ``extra`` settings
 
 
-_FIXED_ADAMS_OPTIONS = ("step_size", "max_num_steps", "dtype", "interp", "max_order", "max_iters")
+_FIXED_ADAMS_OPTIONS = ("step_size", "max_num_steps", "dtype", "interp", "max_order", "max_iters", "perturb",
+                        "grid_constructor")
 
 LOOP_METHODS: dict[str, LoopMethod] = {
     "explicit_adams": LoopMethod("explicit_adams", False, _FIXED_ADAMS_OPTIONS, adams.fixed_adams_loop,

@@ -16,13 +16,21 @@ import torch
 from . import control
 from .integrate import SolveSettings
 from .stepping import StepPlan, check_interp, linear_variant
+from .stops import make_nudge, parse_times, resolve_grid
 from .loops import LOOP_METHODS
 from .tableaux import TABLEAUX, get_tableau
 
 __all__ = ["Problem", "prepare", "make_settings", "FIXED_OPTIONS", "ADAPTIVE_OPTIONS"]
 
-FIXED_OPTIONS = ("step_size", "max_num_steps", "dtype", "interp")
-ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm", "controller", "dtype")
+FIXED_OPTIONS = ("step_size", "max_num_steps", "dtype", "interp", "perturb", "grid_constructor")
+ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm", "controller", "dtype",
+                    "step_t", "jump_t", "min_step", "max_step")
+# Options only some methods can honour, and which ones (for the error naming the alternative).
+_NEEDS = {"perturb": "a fixed-grid method", "grid_constructor": "a fixed-grid method",
+          "step_t": "an adaptive Runge-Kutta method (e.g. dopri5)",
+          "jump_t": "an adaptive Runge-Kutta method (e.g. dopri5)",
+          "min_step": "an adaptive Runge-Kutta method or scipy_solver",
+          "max_step": "an adaptive Runge-Kutta method or scipy_solver"}
 
 _PLANS: dict[str, StepPlan] = {}
 
@@ -146,23 +154,30 @@ def _tolerance(name: str, value) -> float:
     return float(value)
 
 
-def _positive(name: str, value, lo: float = 0.0, hi: float = math.inf, open_lo: bool = True) -> float:
+def _positive(name: str, value, lo: float = 0.0, hi: float = math.inf, open_lo: bool = True,
+              allow_inf: bool = False) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = float(value)
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"options[{name!r}] must be a number; got {value!r}")
     value = float(value)
-    if not (value > lo if open_lo else value >= lo) or value > hi or not math.isfinite(value):
+    if not (value > lo if open_lo else value >= lo) or value > hi or not (math.isfinite(value) or
+                                                                          (allow_inf and value == math.inf)):
         bound = f"in ({lo}, {hi}]" if hi < math.inf else f"> {lo}" if open_lo else f">= {lo}"
         raise ValueError(f"options[{name!r}] must be {bound}; got {value}")
     return value
 
 
 def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None, *, default_norm=None,
-                  unflatten: Callable | None = None) -> SolveSettings:
+                  unflatten: Callable | None = None, t_dtype: torch.dtype = torch.float64,
+                  grid_inputs: tuple | None = None) -> SolveSettings:
     """Validate method, tolerances and options; ValueError naming the valid choices otherwise.
 
     Options whose value is ``None`` count as absent (so configs can carry ``step_size: null``).
     ``default_norm`` is the norm used when the options name none (the adjoint passes its block norm);
-    ``unflatten`` restores the user's structure for a callable norm.
+    ``unflatten`` restores the user's structure for a callable norm. ``t_dtype``: the dtype of the time
+    ``func`` receives (``perturb``/``jump_t`` nudge it by one ulp of that dtype). ``grid_inputs``:
+    ``(func, y0, t)`` as ``options['grid_constructor']`` is called with them (required when it is given).
     """
     loop_method = LOOP_METHODS.get(method) if isinstance(method, str) else None
     if loop_method is None:
@@ -182,6 +197,10 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
         name, adaptive, plan, valid = loop_method.name, loop_method.adaptive, None, loop_method.options
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(opts) - set(valid))
+    unsupported = [k for k in unknown if k in _NEEDS]
+    if unsupported:
+        raise ValueError(f"method {name!r} cannot honour option(s) {', '.join(map(repr, unsupported))}: "
+                         f"{'; '.join(f'{k} needs {_NEEDS[k]}' for k in unsupported)}")
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method {name!r}; "
                          f"valid options: {', '.join(valid)}")
@@ -194,15 +213,28 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
         # The loop methods (Adams, SciPy) read first_step/safety from the controller and step the way
         # their own method says; only Runge-Kutta tableaux take options['controller'].
         first = _positive("first_step", opts["first_step"]) if "first_step" in opts else None
+        bounds = {}
+        if loop_method is None:  # (scipy_solver reads min_step/max_step itself)
+            bounds = dict(min_step=_positive("min_step", opts.get("min_step", 0.0), open_lo=False),
+                          max_step=_positive("max_step", opts.get("max_step", math.inf), allow_inf=True))
+            if bounds["min_step"] > bounds["max_step"]:
+                raise ValueError(f"options['min_step']={bounds['min_step']} exceeds options['max_step']="
+                                 f"{bounds['max_step']}")
         controller = control.make_controller(
             opts.get("controller"), tab.error_order if loop_method is None else 1, first_step=first,
             safety=_positive("safety", opts.get("safety", 0.9), 0.0, 1.0),
             ifactor=_positive("ifactor", opts.get("ifactor", 10.0), 1.0, open_lo=False),
-            dfactor=_positive("dfactor", opts.get("dfactor", 0.2), 0.0, 1.0))
+            dfactor=_positive("dfactor", opts.get("dfactor", 0.2), 0.0, 1.0), **bounds)
+    elif "grid_constructor" in opts:
+        if "step_size" in opts:
+            raise ValueError("options['step_size'] and options['grid_constructor'] are mutually exclusive; "
+                             "give one of them")
+        controller = control.GridController()
     else:
         step = _positive("step_size", opts["step_size"]) if "step_size" in opts else None
         controller = control.ConstantStepController(step)
     settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None), controller=controller)
+    _discontinuity_settings(settings, opts, t_dtype, grid_inputs)
     if loop_method is not None:
         settings.loop = loop_method.loop
         settings.extra = loop_method.configure(opts)  # it reads its own options (common ones are parsed here)
@@ -216,3 +248,29 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
     elif default_norm is not None:
         settings.norm = default_norm
     return settings
+
+
+def _discontinuity_settings(settings: SolveSettings, opts: dict, t_dtype: torch.dtype, grid_inputs) -> None:
+    """Parse ``step_t``, ``jump_t``, ``perturb`` and ``grid_constructor`` into ``settings`` (see :mod:`.stops`)."""
+    stops: tuple = ()
+    if "step_t" in opts or "jump_t" in opts:
+        step_t, jump_t = (parse_times(k, opts[k]) if k in opts else () for k in ("step_t", "jump_t"))
+        if len(set(step_t + jump_t)) < len(step_t) + len(jump_t):
+            raise ValueError("options['step_t'] and options['jump_t'] must not repeat a time (within or between "
+                             "them)")
+        stops, settings.jumps_t = step_t + jump_t, jump_t
+    if "perturb" in opts:
+        if not isinstance(opts["perturb"], bool):
+            raise ValueError(f"options['perturb'] must be True or False; got {opts['perturb']!r}")
+        settings.perturb = opts["perturb"]
+    if "grid_constructor" in opts:
+        constructor = opts["grid_constructor"]
+        if not callable(constructor):
+            raise ValueError("options['grid_constructor'] must be callable (func, y0, t) -> grid tensor; got "
+                             f"{type(constructor).__name__}")
+        if grid_inputs is None:
+            raise ValueError("options['grid_constructor'] is not available here (it needs func, y0 and t)")
+        stops = resolve_grid(constructor, *grid_inputs)
+    settings.stops_t = stops
+    if settings.perturb or settings.jumps_t:
+        settings.nudge = make_nudge(t_dtype)

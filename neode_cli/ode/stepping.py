@@ -82,17 +82,19 @@ def combine(base: torch.Tensor | None, ks: Sequence[torch.Tensor], coeffs: Coeff
 
 
 def rk_stages(func: Callable[[float, torch.Tensor], torch.Tensor], t0: float, dt: float, y0: torch.Tensor,
-              k1: torch.Tensor, plan: StepPlan) -> tuple[torch.Tensor, list[torch.Tensor]]:
+              k1: torch.Tensor, plan: StepPlan, t_end: float | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Stages 2..s of one step from ``(t0, y0)`` with first stage ``k1``; returns ``(y1, [k1..ks])``.
 
     ``func(t, y)`` takes the time as a Python float. For FSAL methods the last stage is ``f(t1, y1)``.
+    ``t_end``, when given, is the time of the stages at the step's end (``c_i = 1``): the step's end nudged
+    inside the step at a discontinuity (see :mod:`.stops`).
     """
     ks = [k1]
     c = plan.c
     y_stage = y0
     for i in range(1, len(c)):
         y_stage = combine(y0, ks, plan.stage_coeffs[i], dt)
-        ks.append(func(t0 + c[i] * dt, y_stage))
+        ks.append(func(t_end if t_end is not None and c[i] == 1 else t0 + c[i] * dt, y_stage))
     if plan.y1_is_last_stage:
         return y_stage, ks
     return combine(y0, ks, plan.b, dt), ks
