@@ -16,6 +16,8 @@ Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
 - Statistics: ``with collect_stats() as s: ...`` (see :mod:`.stats` for the definitions).
 - Step-size control: ``options=dict(controller="pi")`` selects the PI controller (default ``"i"``, the integral
   controller torchdiffeq uses); see :mod:`.control`.
+- Discontinuities: ``step_t``, ``jump_t``, ``min_step``, ``max_step`` (adaptive Runge-Kutta), ``grid_constructor``,
+  ``perturb`` (fixed grids); see :mod:`.stops`.
 - ``backend="torchdiffeq"`` runs the same call through torchdiffeq, still counting NFE
   (:mod:`.torchdiffeq_backend`).
 
@@ -76,10 +78,13 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     for tuple states). Gradients flow by backpropagation through the solver's operations (step sizes are
     treated as constants). ``method=None`` means dopri5. Options: fixed-grid methods ``step_size`` (without
     it, one step between consecutive output times), ``max_num_steps``, ``dtype``, ``interp`` (outputs between
-    grid points: ``"cubic"``, the default, the cubic Hermite interpolant; ``"linear"``, torchdiffeq's); adaptive methods
+    grid points: ``"cubic"``, the default, the cubic Hermite interpolant; ``"linear"``, torchdiffeq's),
+    ``grid_constructor`` (``(func, y0, t) -> grid`` from ``t[0]`` to ``t[-1]``, instead of ``step_size``),
+    ``perturb`` (evaluate each step's ends one ulp inside it); adaptive methods
     ``first_step``, ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, ``norm`` ("rms", "max" or a
     callable on the scaled error in the state's structure), ``controller`` ("i", the default, or "pi"),
-    ``dtype`` (dtype of the time passed to func).
+    ``dtype`` (dtype of the time passed to func), ``step_t``/``jump_t`` (times to step to exactly; at a jump
+    ``f`` is evaluated one ulp either side), ``min_step``/``max_step`` (see :mod:`.stops`).
     When ``t`` requires grad, every output time gets ``dL/dt_i = <dL/dy_i, f(t_i, y_i)>`` and ``t_0`` the flow
     term (see :mod:`.time_grad`).
     ``event_fn(t, y) -> tensor``: solve until its first zero crossing instead (see :mod:`.events`): ``t`` must

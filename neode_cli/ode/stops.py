@@ -13,6 +13,9 @@ torchdiffeq 0.2.5's options (https://github.com/rtqichen/torchdiffeq, README "So
   evaluations at its end one ulp before that end, so a field with jumps on the grid points is only seen from
   inside each step.
 
+One choice of neode's: with ``perturb`` the cubic Hermite output inside a step takes ``f`` at the step's end one
+ulp before it too (torchdiffeq evaluates it at the end itself), so no evaluation of ``f`` sees the far side.
+
 "One ulp" is :func:`math.nextafter` in the dtype of the time ``func`` receives, towards the inside of the step
 (in the direction of integration after the start, against it before the end). The loop (:mod:`.integrate`)
 merges these times into its list of stops; nothing here runs per step except :func:`make_nudge`'s function,
