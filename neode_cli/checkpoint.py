@@ -59,6 +59,8 @@ class PartialEpoch:
     sums: dict[str, float] = dataclasses.field(default_factory=dict)
     peak_bytes: int = 0
     elapsed_s: float = 0.0  # wall time of the epoch's batches so far
+    rank_sums: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # DDP: per-rank NFE sums
+    rank_peaks: list[int] = dataclasses.field(default_factory=list)  # DDP: per-rank peak bytes
 
 
 @dataclasses.dataclass
