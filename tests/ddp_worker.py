@@ -5,6 +5,7 @@ tests/test_ddp.py needs; ``FAULTS`` is ``none`` or ``+``-joined items:
 
 - ``signal:RANK:CALL:NAME``: rank RANK sends itself signal NAME at its CALL-th training step (only that rank);
 - ``raise:RANK:CALL``: rank RANK's CALL-th training step raises ``RuntimeError("injected fault")``;
+- ``backward:RANK:CALL``: the same error, raised in the backward pass of that step (inside DDP's reduction);
 - ``audit:FOLDER:OUT``: ranks > 0 record every write under FOLDER (file opened for writing, rename, mkdir,
   removal; Python audit events) into ``OUT.<rank>.json`` (written at once, and again at each write found, so
   the file is complete however the process ends).
@@ -65,6 +66,10 @@ def _audit(folder: str, out: str) -> None:
     sys.addaudithook(hook)
 
 
+def _raise(grad):
+    raise RuntimeError("injected fault")
+
+
 def install(spec: str) -> None:
     for item in spec.split("+"):
         kind, *args = item.split(":")
@@ -78,6 +83,17 @@ def install(spec: str) -> None:
                 if n == at:
                     raise RuntimeError("injected fault")
             _on_step(fail)
+        elif kind == "backward" and int(args[0]) == RANK:
+            at, original = int(args[1]), ClassificationTask.training_loss
+            calls = {"n": 0}
+
+            def step(self, model, batch):
+                calls["n"] += 1
+                loss, metrics = original(self, model, batch)
+                if calls["n"] == at:
+                    loss.register_hook(_raise)
+                return loss, metrics
+            ClassificationTask.training_loss = step
         elif kind == "audit" and RANK > 0:
             _audit(args[0], args[1])
 

@@ -198,3 +198,15 @@ def test_repeated_signals_under_torchrun_do_not_stop_at_once():
     with pytest.raises(Interrupted), StopSignals() as stop, stop.deferred():
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR1)
+
+
+@pytest.mark.slow
+def test_an_error_inside_ddp_s_backward_on_one_rank_ends_both_with_one_line(runs, tmp_path):
+    """Not at an agreement point: the failing rank prints, the other finds its collective broken and says
+    nothing (the record names no cause it cannot know); torchrun stops what is left."""
+    args, _ = runs
+    folder = tmp_path / "failed"
+    done = torchrun(*args, f"hydra.run.dir={folder}", worker="backward:1:2")
+    assert done.returncode != 0
+    assert neode_lines(done.stderr) == ["neode: error: rank 1: at epoch 1, batch 1: RuntimeError: injected fault"]
+    assert read_summary(folder)["status"] in ("failed", "running")  # torchrun may stop rank 0 before it writes
