@@ -16,6 +16,9 @@ Contract:
 
 A launcher (submitit's ``checkpoint()``, a DDP rank 0) saves through the training loop's own checkpoint
 callable; this module never touches files other than the one it is asked to read.
+
+A DDP run's checkpoint (written by rank 0) adds ``world_size`` and ``rng_ranks``, every rank's RNG states in
+rank order, so each rank of a resume on as many processes continues its own stream; ``rng`` is rank 0's.
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 The task (``neode_cli.tasks``) decides what a batch's loss is and what an evaluation measures; the model
 receives an integrator built from the ``solver`` and ``grad`` groups; the solver counts its own NFE. The loop
 never branches on model or task names.
+
+Under torchrun the same loop runs on every rank (``neode_cli.distributed``): each trains on its slice of the
+global batch inside DDP; the ranks exchange, once per batch and before DDP's gradient reduction, whether a step
+failed, then after the backward pass the batch's sums, NFE, peak memory, stop signals and rank 0's checkpoint
+decision, so they stop, fail and checkpoint at the same batch. Rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
