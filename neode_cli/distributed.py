@@ -8,8 +8,8 @@ Contract:
 - :meth:`Processes.start` joins the process group: gloo for CPU tensors, and NCCL for CUDA tensors where CUDA
   is available (``cpu:gloo,cuda:nccl``), so the backend follows the device the tensors are on.
   :meth:`Processes.close` leaves it (after a barrier when every rank knows how the run ended).
-- :meth:`Processes.shard` cuts a global batch into this rank's contiguous slice: rank ``r`` of ``W`` gets rows
-  ``[r * N // W ...)`` with the first ``N % W`` ranks one row more (``torch.tensor_split``'s rule). A rank
+- :meth:`Processes.shard` cuts a global batch of ``N`` into ``W`` contiguous slices in rank order, of
+  ``N // W`` rows each and one more for the first ``N % W`` ranks (``torch.tensor_split``'s rule). A rank
   whose slice is empty (``N < W``) gets the first row as a stand-in with weight 0, so it still runs the step
   DDP needs from every rank and adds nothing to the gradient.
 - :meth:`Processes.wrap` wraps a module in DistributedDataParallel (``world_size`` 1: the module itself).
