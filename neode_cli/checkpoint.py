@@ -16,6 +16,9 @@ Contract:
 
 A launcher (submitit's ``checkpoint()``, a DDP rank 0) saves through the training loop's own checkpoint
 callable; this module never touches files other than the one it is asked to read.
+
+A DDP run's checkpoint (written by rank 0) adds ``world_size`` and ``rng_ranks``, every rank's RNG states in
+rank order, so each rank of a resume on as many processes continues its own stream; ``rng`` is rank 0's.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class PartialEpoch:
     sums: dict[str, float] = dataclasses.field(default_factory=dict)
     peak_bytes: int = 0
     elapsed_s: float = 0.0  # wall time of the epoch's batches so far
+    rank_sums: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # DDP: per-rank NFE sums
+    rank_peaks: list[int] = dataclasses.field(default_factory=list)  # DDP: per-rank peak bytes
 
 
 @dataclasses.dataclass

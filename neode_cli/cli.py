@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from .distributed import Processes
+
 __all__ = ["main", "find_config_dir", "resume_command", "COMMANDS"]
 
 #: command -> (primary config name, one-line description)
@@ -62,14 +64,16 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def resume_command(argv: Sequence[str], multirun: bool, run_dir: str, sweep_dir: str | None = None) -> str:
+def resume_command(argv: Sequence[str], multirun: bool, run_dir: str, sweep_dir: str | None = None,
+                   launch: Sequence[str] = ("neode",)) -> str:
     """The command that continues a run: ``argv`` (``neode train`` and its arguments) without an earlier
     ``trainer.resume``/folder override, plus ``trainer.resume=true`` and the run folder (``-m``: the sweep
-    folder, so the whole sweep is rerun: finished jobs are skipped)."""
+    folder, so the whole sweep is rerun: finished jobs are skipped). ``launch`` are the words that start
+    neode (:meth:`neode_cli.distributed.Processes.launch_words`: the torchrun command under torchrun)."""
     drop = ("trainer.resume=", "hydra.run.dir=", "hydra.sweep.dir=")
     args = [a for a in argv if not a.startswith(drop)]
     folder = f"hydra.sweep.dir={sweep_dir}" if multirun else f"hydra.run.dir={run_dir}"
-    return shlex.join(["neode", "train", *args, "trainer.resume=true", folder])
+    return shlex.join([*launch, "train", *args, "trainer.resume=true", folder])
 
 
 def _hydra_files(cfg) -> dict[str, str]:
@@ -82,20 +86,41 @@ def _hydra_files(cfg) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(hydra_root.hydra.overrides.task)}
 
 
-def _train_job(cfg) -> dict | None:
-    """The Hydra task of ``neode train``: one run in Hydra's output folder."""
+class _Exit(SystemExit):
+    """The end of a process of a torchrun run: its status, and whether every rank knows the run ended so
+    (then all wait for each other before leaving, so rank 0's record is written before torchrun stops them)."""
+
+    def __init__(self, code: int, agreed: bool) -> None:
+        super().__init__(code)
+        self.agreed = agreed
+
+
+def _train_job(cfg, processes: Processes | None = None, hand_over: Callable[[dict], None] | None = None) -> dict | None:
+    """The Hydra task of ``neode train``: one run in Hydra's output folder. Under torchrun (rank 0)
+    ``hand_over`` gives the other ranks the composed job before training with them."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     from .train import RunError, train
 
+    processes = processes or Processes()
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
-    command = resume_command(sys.argv[1:], multirun, output_dir, hydra_cfg.sweep.dir if multirun else None)
+    command = resume_command(sys.argv[1:], multirun, output_dir, hydra_cfg.sweep.dir if multirun else None,
+                             launch=processes.launch_words())
+    choices = dict(hydra_cfg.runtime.choices)
+    if hand_over is not None:
+        hand_over({"cfg": OmegaConf.to_container(cfg, resolve=True), "run_dir": output_dir, "choices": choices,
+                   "command": command})
     try:
-        return train(cfg, output_dir, dict(hydra_cfg.runtime.choices), start_if_nothing_to_resume=multirun,
-                     resume_command=command, hydra_files=_hydra_files(cfg))
+        return train(cfg, output_dir, choices, start_if_nothing_to_resume=multirun,
+                     resume_command=command, hydra_files=_hydra_files(cfg), processes=processes)
     except RunError as exc:
+        if processes.distributed:
+            if exc.show:
+                print(f"neode: error: {exc}", file=sys.stderr)
+            raise _Exit(exc.exit_code, exc.agreed) from None
         if multirun and not exc.interrupted:  # a signal stops the whole sweep
             # A sweep records the failed cell and goes on to the next job.
             _FAILED_JOBS.append(hydra_cfg.runtime.output_dir)
@@ -205,8 +230,73 @@ def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str)
         GlobalHydra.instance().clear()
 
 
+def _lead(processes: Processes, args: Sequence[str]) -> tuple[int, bool]:
+    """Rank 0 under torchrun: run Hydra as one process would (folder, logs, ``.hydra/``) and hand the composed
+    job to the other ranks; when Hydra ends without a job (``--help``, a bad override) they get the status."""
+    handed: list[dict] = []
+
+    def hand_over(job: dict) -> None:
+        handed.append(job)
+        processes.broadcast(job)
+
+    def job(cfg):
+        return _train_job(cfg, processes, hand_over)
+
+    code, agreed = 0, True
+    try:
+        _run_hydra("train", job, args, "neode train")
+    except _Exit as exc:
+        code, agreed = int(exc.code), exc.agreed
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        print("neode: error: interrupted during start-up of neode train; nothing was run", file=sys.stderr)
+        code = 130
+    if not handed:
+        processes.broadcast({"exit": code})
+    return code, agreed
+
+
+def _follow(processes: Processes) -> tuple[int, bool]:
+    """Ranks > 0 under torchrun: train rank 0's job with it; print only what rank 0 cannot know."""
+    from omegaconf import OmegaConf
+
+    from .train import RunError, train
+
+    job = processes.broadcast(None)
+    if "exit" in job:
+        return job["exit"], True
+    try:
+        train(OmegaConf.create(job["cfg"]), job["run_dir"], job["choices"], resume_command=job["command"],
+              processes=processes)
+    except RunError as exc:
+        if exc.show:
+            print(f"neode: error: rank {processes.rank}: {exc}", file=sys.stderr)
+        return exc.exit_code, exc.agreed
+    return 0, True
+
+
+def _run_distributed(processes: Processes, command: str, args: Sequence[str]) -> NoReturn:
+    """``torchrun ... -m neode_cli train ...``: one DDP run over all ranks (rank 0 leads, see :func:`_lead`).
+    A sweep (``-m``) is refused: torchrun's processes are one run's."""
+    if command != "train" or any(a in ("-m", "--multirun") or a == "hydra.mode=MULTIRUN" for a in args):
+        what = (f"neode {command} runs as one process" if command != "train" else
+                "a sweep (-m) cannot run under torchrun (its processes train one run together)")
+        if processes.is_main:
+            _error(f"{what}; run it without torchrun, or run one configuration per torchrun command", 2)
+        raise SystemExit(2)
+    processes.start()
+    code, agreed = 1, False
+    try:
+        code, agreed = _lead(processes, args) if processes.is_main else _follow(processes)
+    finally:
+        processes.close(agreed)
+    raise SystemExit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``neode`` console script; ``argv`` defaults to ``sys.argv[1:]``."""
+    """Entry point of the ``neode`` console script; ``argv`` defaults to ``sys.argv[1:]``. Under torchrun
+    (its environment variables set) ``neode train`` is one DistributedDataParallel run over its processes."""
     args = list(sys.argv[1:] if argv is None else argv)
     commands = "\n".join(f"  {name:<9} {desc}" for name, (_, desc) in COMMANDS.items())
     if not args or args[0] in ("-h", "--help", "help"):
@@ -220,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if command not in COMMANDS:
         _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see neode --help)", 2)
+    processes = Processes.from_environment()
+    if processes.distributed:
+        _run_distributed(processes, command, rest)
     _FAILED_JOBS.clear()
     job = {"train": _train_job, "compare": _compare_job}[command]
     try:

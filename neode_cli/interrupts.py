@@ -8,7 +8,10 @@ Contract (used by the training loop; a launcher layer can use the same object):
 - Outside :meth:`StopSignals.deferred` a signal raises :class:`Interrupted` at once (start-up: nothing to save).
 - Inside :meth:`StopSignals.deferred` the first signal only sets :attr:`StopSignals.signum`; the loop polls
   :attr:`StopSignals.requested` between batches, saves its state and stops. A second signal of any kind
-  raises :class:`Interrupted` at once (the user insists; atomic writes keep the last checkpoint valid).
+  raises :class:`Interrupted` at once (the user insists; atomic writes keep the last checkpoint valid),
+  unless ``repeat_stops_at_once=False``: under torchrun a worker gets Ctrl-C twice (from the terminal and
+  forwarded by torchrun), so repeats are ignored there and torchrun's own shutdown timeout (SIGKILL) is what
+  ends a worker that does not stop.
 - :func:`exit_code` is the process exit status for a signal: ``128 + signum`` (the shell convention), so
   SIGINT -> 130 and SIGTERM -> 143; SIGUSR1 -> 138 and SIGUSR2 -> 140 on Linux. Keeping the signal in the
   status lets a launcher tell a preemption notice (requeue) from a user's Ctrl-C (stop).
@@ -51,8 +54,9 @@ class Interrupted(KeyboardInterrupt):
 class StopSignals:
     """Handlers for :data:`STOP_SIGNALS` while entered (see the module docstring for the contract)."""
 
-    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, repeat_stops_at_once: bool = True) -> None:
         self.signals = signals
+        self.repeat_stops_at_once = repeat_stops_at_once
         self.signum: int | None = None  # the first signal received while deferred
         self._deferring = False
         self._previous: dict[int, object] = {}
@@ -85,5 +89,7 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         if self._deferring and self.signum is None:
             self.signum = signum
+            return
+        if self._deferring and not self.repeat_stops_at_once:
             return
         raise Interrupted(signum)

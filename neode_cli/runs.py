@@ -29,12 +29,13 @@ import torch
 
 from .checkpoint import load, to_bytes
 
-__all__ = ["RunRecord", "write_json_atomic", "write_bytes_atomic", "read_jsonl", "to_jsonable", "file_mode"]
+__all__ = ["RunRecord", "ReadOnlyRunRecord", "write_json_atomic", "write_bytes_atomic", "read_jsonl", "to_jsonable", "file_mode"]
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_JSON = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
 HYDRA_DIR = ".hydra"
+ERROR_LOG = "error.log"
 _TEMP_SUFFIX = ".tmp"
 
 
@@ -130,6 +131,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 class RunRecord:
     """The files of one run folder (see the module docstring)."""
 
+    #: Whether this record writes the folder (False for :class:`ReadOnlyRunRecord`).
+    writes = True
+
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.run_dir = Path(run_dir)
         self.epochs_path = self.run_dir / METRICS_JSONL
@@ -209,6 +213,15 @@ class RunRecord:
         data = to_bytes(state)  # serialised first: a full disk is then a plain OSError of the write
         _replace_atomically(self.checkpoint_path, lambda f: f.write(data))
 
+    def write_error_log(self, text: str) -> None:
+        """Write ``error.log`` (the traceback of a failed run); plain, so it is written even where the atomic
+        writes of the record fail."""
+        (self.run_dir / ERROR_LOG).write_text(text)
+
+    def read_only(self) -> "ReadOnlyRunRecord":
+        """The same folder as ranks > 0 of a DDP run see it: readable, never written."""
+        return ReadOnlyRunRecord(self.run_dir)
+
     def has_checkpoint(self) -> bool:
         """Whether ``checkpoint.pt`` exists."""
         return self.checkpoint_path.exists()
@@ -217,3 +230,38 @@ class RunRecord:
         """The state saved by :meth:`save_checkpoint`, on the CPU (it holds RNG states, so it is not
         weights-only); :class:`neode_cli.checkpoint.CheckpointError` when it cannot be read."""
         return load(self.checkpoint_path)
+
+
+class ReadOnlyRunRecord(RunRecord):
+    """A run folder read by a process that must not write it (ranks > 0 of a DDP run: rank 0 writes the
+    record): every reading method works, every writing method does nothing, so the loop runs the same code on
+    every rank and only rank 0's record reaches the disk. Other writers (TensorBoard, figures) check
+    :attr:`writes`."""
+
+    writes = False
+
+    def append_epoch(self, row: dict) -> None:
+        """Nothing: rank 0 appends the row."""
+
+    def keep_epochs(self, rows: Iterable[dict]) -> None:
+        """Nothing: rank 0 rewrites the file."""
+
+    def repair_epochs(self) -> int:
+        """Nothing is repaired here (rank 0 does it); returns 0."""
+        return 0
+
+    def remove_stray_temporaries(self) -> list[Path]:
+        """Nothing is removed here (rank 0 holds the lock); returns []."""
+        return []
+
+    def write_hydra_files(self, files: dict[str, str]) -> None:
+        """Nothing: rank 0 writes ``.hydra/``."""
+
+    def write_summary(self, summary: dict) -> None:
+        """Nothing: rank 0 writes ``metrics.json``."""
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Nothing: rank 0 writes ``checkpoint.pt``."""
+
+    def write_error_log(self, text: str) -> None:
+        """Nothing: a rank > 0 reports its failure on stderr."""

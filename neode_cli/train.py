@@ -3,6 +3,11 @@
 The task (``neode_cli.tasks``) decides what a batch's loss is and what an evaluation measures; the model
 receives an integrator built from the ``solver`` and ``grad`` groups; the solver counts its own NFE. The loop
 never branches on model or task names.
+
+Under torchrun the same loop runs on every rank (``neode_cli.distributed``): each trains on its slice of the
+global batch inside DDP; the ranks exchange, once per batch and before DDP's gradient reduction, whether a step
+failed, then after the backward pass the batch's sums, NFE, peak memory, stop signals and rank 0's checkpoint
+decision, so they stop, fail and checkpoint at the same batch. Rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from . import __version__
 from .checkpoint import (CheckpointError, LoopPosition, PartialEpoch, capture, config_differences, restore,
                          result_changing, rng_states, set_rng_states)
 from .config import ConfigError, validate
+from .distributed import Processes, is_peer_loss
 from .integrator import Integrator
 from .measure import PeakMemory, Stopwatch, count_parameters
 from .models.regularization import Regularization
@@ -58,9 +64,13 @@ class RunError(Exception):
     process's exit status (2: bad config or filesystem fault, 1: failed, 128 + signal number: stopped by a
     signal, so 130 for SIGINT and 143 for SIGTERM; see :mod:`neode_cli.interrupts`)."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = 1, show: bool = True, agreed: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        # Under torchrun: whether this process prints the line (one line per run, not one per rank), and
+        # whether every rank knows the run ended this way (then they wait for rank 0's record before exiting).
+        self.show = show
+        self.agreed = agreed
 
     @property
     def interrupted(self) -> bool:
@@ -148,6 +158,28 @@ def _one_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
+class _PeerFailed(Exception):
+    """Another rank failed at a point where all ranks agree on failures; ``str()`` names it and its reason."""
+
+    def __init__(self, rank: int, message: str) -> None:
+        super().__init__(f"rank {rank}: {message}")
+
+
+def _agree_start(processes: Processes, failure: RunError | None) -> None:
+    """Start-up steps end the same way on every rank: raise ``failure`` (or the first failing rank's) on all
+    ranks when any rank failed; only rank 0 prints it."""
+    if not processes.distributed:
+        if failure is not None:
+            raise failure
+        return
+    outcomes = processes.gather(None if failure is None else (str(failure), failure.exit_code))
+    failed = [(rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None]
+    if failed:
+        rank, (message, code) = failed[0]
+        raise RunError(message if rank == 0 else f"rank {rank}: {message}", code, show=processes.is_main,
+                       agreed=True)
+
+
 class _Stopped(Exception):
     """The loop saved its state after a stop signal and ends the run (``signum``: the signal)."""
 
@@ -171,7 +203,7 @@ class _Built:
     """What a run trains: the task, model, optimizer, schedule and memory meter on the chosen device."""
 
     task: Any
-    model: torch.nn.Module
+    model: torch.nn.Module  # the model itself (evaluated, saved); DDP wraps it for training steps only
     optimizer: Any
     scheduler: Any
     meter: PeakMemory
@@ -270,7 +302,7 @@ def _plan_run(cfg: DictConfig, record: RunRecord, start_if_nothing_to_resume: bo
 
 def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
           start_if_nothing_to_resume: bool = False, resume_command: str | None = None,
-          hydra_files: dict[str, str] | None = None) -> dict[str, Any]:
+          hydra_files: dict[str, str] | None = None, processes: Processes | None = None) -> dict[str, Any]:
     """Train per ``cfg`` in ``run_dir``, writing the run record; return the final ``metrics.json`` dict.
 
     Steps: take the folder (create, lock) -> plan (fresh, resume or nothing to do) -> build (task, model,
@@ -287,33 +319,53 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None,
 
     Raises :class:`RunError` (one-line message) when the run cannot start, fails or is stopped by a signal;
     ``metrics.json`` then says ``failed`` (or ``interrupted``) with the reason, and the last checkpoint is kept.
+
+    ``processes`` (default: this process alone) are the ranks of a DDP run started by torchrun; every rank
+    calls this with the same arguments. Rank 0 takes the lock and writes the folder; the others read it
+    through a :class:`~neode_cli.runs.ReadOnlyRunRecord`. ``cfg.data.batch_size`` is the global batch.
     """
+    processes = processes or Processes()
     run_dir = Path(run_dir)
     command = resume_command or f"the same command plus trainer.resume=true hydra.run.dir={run_dir}"
-    with StopSignals() as stop:
+    with StopSignals(repeat_stops_at_once=not processes.distributed) as stop:
+        lock = None
         try:
-            lock = _take_folder(run_dir)
-        except Interrupted as exc:
-            raise RunError("interrupted during start-up; nothing was changed", exit_code(exc.signum)) from None
-        try:
-            record = RunRecord(run_dir)
-            record.remove_stray_temporaries()
-            plan = _plan_run(cfg, record, start_if_nothing_to_resume)
+            failure = None
+            try:
+                if processes.is_main:
+                    lock = _take_folder(run_dir)
+                    RunRecord(run_dir).remove_stray_temporaries()
+            except RunError as exc:
+                failure = exc
+            _agree_start(processes, failure)
+            record = RunRecord(run_dir) if processes.is_main else RunRecord(run_dir).read_only()
+            plan, failure = None, None
+            try:
+                plan = _plan_run(cfg, record, start_if_nothing_to_resume)
+            except RunError as exc:
+                failure = exc
+            _agree_start(processes, failure)
             if plan.done:
                 return plan.previous
-            return _Run(cfg, record, dict(choices or {}), command, stop).execute(plan, hydra_files)
+            return _Run(cfg, record, dict(choices or {}), command, stop, processes).execute(plan, hydra_files)
         except Interrupted as exc:
-            raise RunError("interrupted during start-up; nothing was changed", exit_code(exc.signum)) from None
+            raise RunError("interrupted during start-up; nothing was changed", exit_code(exc.signum),
+                           show=processes.is_main) from None
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
 
 class _Run:
     """One run in a locked folder: the steps after planning (build, restore, record, epochs, finish)."""
 
     def __init__(self, cfg: DictConfig, record: RunRecord, choices: dict, resume_command: str,
-                 stop: StopSignals) -> None:
+                 stop: StopSignals, processes: Processes | None = None) -> None:
         self.cfg, self.record, self.run_dir, self.stop = cfg, record, record.run_dir, stop
+        self.processes = processes or Processes()
+        self.step = None  # the training step (DDP-wrapped under torchrun), made once all ranks have built
+        self.agreed = False  # the run ended at a point every rank knows of (DDP)
+        self._fork_pending = False  # rank > 0 resumed without its own RNG state: derive one
         self.resume_command = resume_command
         self.position = LoopPosition()
         self.rows: list[dict] = []
@@ -325,6 +377,7 @@ class _Run:
                             started_at=_dt.datetime.now().isoformat(timespec="seconds"), finished_at=None,
                             run_dir=str(record.run_dir), versions=versions(),
                             config=OmegaConf.to_container(cfg, resolve=True))
+        self.summary["world_size"] = self.processes.world_size
         self._since_save = (time.monotonic(), 0)  # (clock, batches) at the last checkpoint
 
     # ------------------------------------------------------------------------------------------ steps
@@ -333,26 +386,67 @@ class _Run:
         """Build, restore (a resume), open the record, train, finish; see :func:`train`."""
         if plan.state is not None:
             # A resume changes nothing on disk until the checkpoint is loaded into what was built.
+            failure = None
             try:
                 built = self.build()
                 self.restore(built, plan)
-            except RunError:
-                raise
+            except RunError as exc:
+                failure = exc
             except CheckpointError as exc:
-                raise RunError(f"{exc}; nothing was changed", 2) from None
+                failure = RunError(f"{exc}; nothing was changed", 2)
             except Exception as exc:  # noqa: BLE001
                 fault = _filesystem_fault(exc)
                 code = 2 if fault or isinstance(exc, ConfigError) else 1
-                raise RunError(f"cannot resume {self.run_dir}: {fault or _one_line(exc)}; nothing was changed", code) from None
+                failure = RunError(f"cannot resume {self.run_dir}: {fault or _one_line(exc)}; nothing was changed", code)
+            _agree_start(self.processes, failure)
             return self._supervised(lambda: self.open_record(hydra_files, plan), lambda: self.train_and_finish(built))
-        return self._supervised(lambda: self.open_record(hydra_files, plan),
-                                lambda: self.train_and_finish(self.build()))
+        return self._supervised(lambda: self.open_record(hydra_files, plan), self._build_and_train)
+
+    def _build_and_train(self) -> None:
+        failure, built = None, None
+        try:
+            built = self.build()
+        except Exception as exc:  # noqa: BLE001 - every rank learns of it (DDP), then it ends the run
+            failure = exc
+        self._agree(failure)
+        self.train_and_finish(built)
+
+    def _agree(self, failure: BaseException | None) -> None:
+        """Every rank learns whether any failed here: raise ``failure`` on the failing rank and
+        :class:`_PeerFailed` on the others (one process alone: raise ``failure`` if any)."""
+        processes = self.processes
+        if not processes.distributed:
+            if failure is not None:
+                raise failure
+            return
+        if not processes.exchange([0.0 if failure is None else 1.0]).any():
+            return
+        messages = processes.gather(None if failure is None else _one_line(failure))
+        self.agreed = True
+        if failure is not None:
+            raise failure
+        rank = next(r for r, m in enumerate(messages) if m is not None)
+        raise _PeerFailed(rank, messages[rank])
+
+    def _agreed_signal(self, local: int | None) -> int | None:
+        """The stop signal every rank acts on: ``local`` alone, or under DDP the first rank's that got one."""
+        if not self.processes.distributed:
+            return local
+        signals = self.processes.exchange([local or 0])[:, 0]
+        received = [int(s) for s in signals if s > 0]
+        return received[0] if received else None
+
+    def _fork_step_rng(self, epoch: int, batch: int) -> None:
+        """Ranks > 0: a generator stream of their own for randomness inside steps (a latent ODE's sample, a
+        Hutchinson probe), derived from the seed, the position and the rank, so ranks draw different noise."""
+        seed = np.random.SeedSequence([int(self.cfg.seed), epoch, batch, self.processes.rank]).generate_state(1)[0]
+        torch.manual_seed(int(seed))
 
     def build(self) -> _Built:
         """Validate the config, pick the device, seed, and build task, model, optimizer and schedule."""
         cfg, summary = self.cfg, self.summary
         integrator = validate(cfg)  # the solver and grad groups, checked by the solver core
-        device = resolve_device(cfg.trainer.device)
+        device = self.processes.place(resolve_device(cfg.trainer.device))
         summary["device"] = str(device)
         if cfg.trainer.threads is not None:
             torch.set_num_threads(cfg.trainer.threads)
@@ -376,7 +470,12 @@ class _Run:
         self.position = restore(plan.state, self.record.checkpoint_path, built.model, built.optimizer,
                                 built.scheduler, self.summary["model"])
         self.saved = dataclasses.replace(self.position)
-        self.pending_rng = plan.state["rng"]
+        processes, per_rank = self.processes, plan.state.get("rng_ranks")
+        if processes.distributed and per_rank and len(per_rank) == processes.world_size:
+            self.pending_rng = per_rank[processes.rank]  # each rank continues its own stream
+        else:
+            self.pending_rng = plan.state["rng"]
+            self._fork_pending = processes.rank > 0  # a run resumed on more processes than it was saved by
         # On the CPU the RNG states stay CPU tensors; load_state_dict moved weights and optimizer state.
         position = self.position
         self.rows = [r for r in self.record.epochs() if r.get("epoch", 0) <= position.epoch]
@@ -406,7 +505,8 @@ class _Run:
     def train_and_finish(self, built: _Built) -> None:
         """Open TensorBoard, run the epochs, draw the final figures and mark the run completed."""
         cfg, summary = self.cfg, self.summary
-        if cfg.logger.name == "tensorboard":
+        self.step = self.processes.wrap(built.task, built.model, built.device)
+        if cfg.logger.name == "tensorboard" and self.record.writes:
             self.writer = open_writer(self.run_dir / "tb",
                                       purge_step=self.position.global_step if self.saved else None)
         log.info("run folder %s | device %s | %s parameters", self.run_dir, built.device, f"{summary['params']:,}")
@@ -416,9 +516,11 @@ class _Run:
             while self.position.epoch < cfg.trainer.max_epochs:
                 row = self.train_epoch(built)
                 self.end_epoch(built, row)
-                if self.stop.requested:  # arrived during evaluation: the epoch's checkpoint is on disk
-                    raise _Stopped(self.stop.signum)
-            _log_figures(built.task, built.model, self.run_dir, self.writer, self.position.epoch, summary)
+                signum = self._agreed_signal(self.stop.signum)
+                if signum:  # arrived during evaluation: the epoch's checkpoint is on disk
+                    raise _Stopped(signum)
+            if self.record.writes:
+                _log_figures(built.task, built.model, self.run_dir, self.writer, self.position.epoch, summary)
         summary["status"] = "completed"
         tests = ", ".join(f"{k} {v:.4g}" for k, v in (self.rows[-1] if self.rows else {}).items()
                           if k.startswith("test_") and isinstance(v, (int, float)))
@@ -440,13 +542,22 @@ class _Run:
             for _ in itertools.islice(iterator, position.batch):  # skipped now, before the RNG is restored
                 pass
             set_rng_states(self.pending_rng)
+            if self._fork_pending:
+                self._fork_step_rng(epoch, position.batch)
         else:
             if self.pending_rng is not None:
                 set_rng_states(self.pending_rng)
+            if self.processes.distributed:
+                # Every rank draws the epoch's order and augmentation from rank 0's generator states, so the
+                # global batches are the same on all ranks (and those of a 1-process run with this seed).
+                set_rng_states(self.processes.broadcast(rng_states()))
             epoch_rng = rng_states()
             batches = task.train_batches(epoch)
             iterator = iter(batches)
+            if self.processes.rank > 0:
+                self._fork_step_rng(epoch, 0)
         self.pending_rng = None
+        self._fork_pending = False
         return batches, iterator, epoch_rng
 
     def train_epoch(self, built: _Built) -> dict[str, Any]:
@@ -466,41 +577,57 @@ class _Run:
         forward_watch, backward_watch = Stopwatch(built.device), Stopwatch(built.device)
         every = max(1, cfg.logger.log_every_n_batches)
         bar = tqdm(total=limit, initial=position.batch, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
-                   disable=not cfg.trainer.progress, file=sys.stderr, dynamic_ncols=True, leave=True)
+                   disable=not cfg.trainer.progress or not self.processes.is_main, file=sys.stderr,
+                   dynamic_ncols=True, leave=True)
         start, elapsed_before = time.perf_counter(), partial.elapsed_s
+        distributed = self.processes.distributed
         try:
             for index, batch in enumerate(iterator, start=position.batch):
                 if limit is not None and index >= limit:
                     break
+                shard = self.processes.shard(batch)
                 optimizer.zero_grad(set_to_none=True)
                 with collect_stats() as stats, meter.step():
-                    with forward_watch:
-                        loss, metrics = task.training_loss(model, batch)
+                    failure = None
+                    try:
+                        with forward_watch:
+                            loss, metrics = self.step(shard.batch)
+                    except Exception as exc:  # noqa: BLE001 - all ranks must learn of it before DDP's backward
+                        failure = exc
+                    self._agree(failure)
                     with backward_watch:
-                        loss.backward()
-                loss_value = float(loss.detach())
+                        (loss * shard.weight if distributed else loss).backward()
+                if distributed:
+                    loss_value, batch_metrics, signum, due = self._exchange_batch(shard, loss, metrics, stats,
+                                                                                  meter.last_bytes)
+                else:
+                    loss_value = float(loss.detach())
+                    batch_metrics = {k: float(v) for k, v in metrics.items()}
+                    batch_metrics.update(nfe_forward=stats.nfe_forward, nfe_backward=stats.nfe_backward)
+                    partial.peak_bytes = max(partial.peak_bytes, meter.last_bytes)
                 if not math.isfinite(loss_value):
+                    self.agreed = True  # the global loss: every rank sees the same number
                     raise RunError(f"training loss became {loss_value} at batch {index + 1}; lower optim.lr or "
                                    "tighten the solver tolerance")
                 optimizer.step()
                 position.global_step += 1
                 position.batch = index + 1
-                partial.peak_bytes = max(partial.peak_bytes, meter.last_bytes)
-                values = {"loss": loss_value, **{k: float(v) for k, v in metrics.items()},
-                          "nfe_forward": stats.nfe_forward, "nfe_backward": stats.nfe_backward,
+                if not distributed:  # one process: sampled after the step, as it always was
+                    signum, due = self.stop.signum, self._checkpoint_due()
+                values = {"loss": loss_value, **batch_metrics,
                           "forward_time_s": forward_watch.seconds, "backward_time_s": backward_watch.seconds}
                 for key, value in values.items():
                     partial.sums[key] = partial.sums.get(key, 0.0) + value
                 if self.writer is not None and position.global_step % every == 0:
                     for key, value in values.items():
                         self.writer.add_scalar(f"train/{key}", value, position.global_step)
-                bar.set_postfix(_postfix(loss_value, metrics, stats, task.progress_keys), refresh=False)
+                bar.set_postfix(_postfix(loss_value, metrics, batch_metrics, task.progress_keys), refresh=False)
                 bar.update(1)
                 partial.elapsed_s = elapsed_before + time.perf_counter() - start
-                if self.stop.requested:
+                if signum:
                     self.save_checkpoint(built)
-                    raise _Stopped(self.stop.signum)
-                if self._checkpoint_due():
+                    raise _Stopped(signum)
+                if due:
                     self.save_checkpoint(built)
         finally:
             bar.close()
@@ -514,7 +641,36 @@ class _Run:
         row.update({f"train_{k}": v for k, v in means.items()})
         row.update(batches=count, peak_memory_mb=partial.peak_bytes / MB,
                    epoch_time_s=elapsed_before + time.perf_counter() - start, lr=optimizer.param_groups[0]["lr"])
+        if distributed:  # each rank's own work next to the aggregate (NFE: mean over ranks; memory: max)
+            for key, sums in partial.rank_sums.items():
+                row[f"{key}_per_rank"] = [v / count for v in sums]
+            row["peak_memory_mb_per_rank"] = [b / MB for b in partial.rank_peaks]
         return row
+
+    def _exchange_batch(self, shard, loss, metrics: dict, stats, peak_bytes: int):
+        """DDP: one all-gather per batch of each rank's sample-weighted loss and metrics, NFE, peak memory,
+        stop signal and (rank 0's) checkpoint decision. Returns the global batch's loss and metrics (means
+        over its samples, as one process computes them), the agreed stop signal and whether to checkpoint."""
+        partial, world = self.position.partial, self.processes.world_size
+        keys = list(metrics)
+        mine = [shard.count * float(loss.detach()), *(shard.count * float(metrics[k]) for k in keys), shard.count,
+                stats.nfe_forward, stats.nfe_backward, peak_bytes, self.stop.signum or 0,
+                float(self.processes.is_main and self._checkpoint_due(pending_steps=1))]
+        table = self.processes.exchange(mine)  # (world, len(mine))
+        n = len(keys)
+        samples = float(table[:, n + 1].sum())
+        loss_value = float(table[:, 0].sum()) / samples
+        batch_metrics = {k: float(table[:, 1 + i].sum()) / samples for i, k in enumerate(keys)}
+        nfe = {"nfe_forward": table[:, n + 2].tolist(), "nfe_backward": table[:, n + 3].tolist()}
+        for key, per_rank in nfe.items():
+            batch_metrics[key] = sum(per_rank) / world
+            sums = partial.rank_sums.setdefault(key, [0.0] * world)
+            partial.rank_sums[key] = [a + b for a, b in zip(sums, per_rank)]
+        peaks = [int(v) for v in table[:, n + 4].tolist()]
+        partial.rank_peaks = [max(a, b) for a, b in zip(partial.rank_peaks or [0] * world, peaks)]
+        partial.peak_bytes = max(partial.peak_bytes, max(peaks))
+        received = [int(v) for v in table[:, n + 5].tolist() if v > 0]
+        return loss_value, batch_metrics, (received[0] if received else None), bool(table[0, n + 6])
 
     def end_epoch(self, built: _Built, row: dict[str, Any]) -> None:
         """Step the schedule, evaluate, append the row, log it, checkpoint, rewrite the summary, figures."""
@@ -522,8 +678,10 @@ class _Run:
         built.scheduler.step()
         eval_start = time.perf_counter()
         model.eval()
-        with torch.no_grad():
-            test = task.evaluate(model, cfg.trainer.limit_test_batches)  # its own test_nfe_forward too
+        test = {}
+        if self.processes.is_main:  # rank 0 evaluates (and records); the others wait at the checkpoint
+            with torch.no_grad():
+                test = task.evaluate(model, cfg.trainer.limit_test_batches)  # its own test_nfe_forward too
         row["eval_time_s"] = time.perf_counter() - eval_start
         row.update(test)
         position.epoch += 1
@@ -541,7 +699,7 @@ class _Run:
         self._update_summary()
         self.record.write_summary(self.summary)
         every = cfg.trainer.figures_every_n_epochs
-        if every and position.epoch % every == 0 and position.epoch < cfg.trainer.max_epochs:
+        if every and position.epoch % every == 0 and position.epoch < cfg.trainer.max_epochs and self.record.writes:
             _log_figures(task, model, self.run_dir, self.writer, position.epoch, self.summary)
 
     # --------------------------------------------------------------------------------- checkpoints
@@ -553,21 +711,25 @@ class _Run:
         it is valid between batches, which is where the loop calls it."""
         if not self.cfg.trainer.checkpoint:
             return
-        self.record.save_checkpoint(capture(built.model, built.optimizer, built.scheduler, self.position,
-                                            self.summary["config"]))
+        state = capture(built.model, built.optimizer, built.scheduler, self.position, self.summary["config"])
+        if self.processes.distributed:  # every rank calls this at the same batch: it is a collective
+            state["rng_ranks"] = self.processes.gather(rng_states())
+            state["world_size"] = self.processes.world_size
+        self.record.save_checkpoint(state)  # rank 0 writes; the others' record writes nothing
         self.saved = dataclasses.replace(self.position, partial=None, epoch_rng=None)
         self.summary["checkpoint"] = {"epoch": self.position.epoch, "batch": self.position.batch,
                                       "saved_at": _dt.datetime.now().isoformat(timespec="seconds")}
         self._since_save = (time.monotonic(), self.position.global_step)
 
-    def _checkpoint_due(self) -> bool:
-        """Whether ``trainer.checkpoint_every_minutes`` or ``checkpoint_every_n_batches`` has passed."""
+    def _checkpoint_due(self, pending_steps: int = 0) -> bool:
+        """Whether ``trainer.checkpoint_every_minutes`` or ``checkpoint_every_n_batches`` has passed (counting
+        ``pending_steps`` optimizer steps about to be taken)."""
         trainer = self.cfg.trainer
         if not trainer.checkpoint:
             return False
         clock, step = self._since_save
         n_batches, minutes = trainer.get("checkpoint_every_n_batches"), trainer.get("checkpoint_every_minutes")
-        return bool((n_batches and self.position.global_step - step >= n_batches)
+        return bool((n_batches and self.position.global_step + pending_steps - step >= n_batches)
                     or (minutes and time.monotonic() - clock >= 60.0 * minutes))
 
     # ------------------------------------------------------------------------------------------ outcome
@@ -602,21 +764,29 @@ class _Run:
             else:
                 how = "continue" if self.saved is not None else "restart"
                 hint = f"{'stopped at once; ' if at_once else ''}{self._saved_text()}; {how} with: {self.resume_command}"
-            raise RunError(f"interrupted by {name} during {self._where()}; {hint}", exit_code(signum)) from None
+            # Under DDP the ranks stopped together (_Stopped): rank 0 prints the line and they all wait for it.
+            raise RunError(f"interrupted by {name} during {self._where()}; {hint}", exit_code(signum),
+                           show=self.processes.is_main, agreed=isinstance(exc, _Stopped)) from None
         except Exception as exc:  # noqa: BLE001 - every failure ends as a record plus one line
+            processes = self.processes
+            # DDP: a failure every rank agreed on is printed by rank 0 alone; a collective broken by another
+            # rank's exit is not this rank's failure (that rank printed its own line).
+            lost = processes.distributed and not self.agreed and is_peer_loss(exc)
+            show = processes.is_main if self.agreed else not lost
             fault = _filesystem_fault(exc)
-            message = fault or _one_line(exc)
+            message = ("another process of the run ended (its own line says why)" if lost
+                       else fault or _one_line(exc))
             where = f"at {self._where()}: " if summary.get("params") is not None else ""
             summary.update(status="failed", error=message)
             with contextlib.suppress(OSError):
-                (self.run_dir / "error.log").write_text(traceback.format_exc())
+                record.write_error_log(traceback.format_exc())
             if fault:
                 how = "continue" if self.saved is not None else "restart"
                 raise RunError(f"{where}{message}; {self._saved_text()}: fix that, then {how} with: "
-                               f"{self.resume_command}", 2) from None
+                               f"{self.resume_command}", 2, show=show, agreed=self.agreed) from None
             exit_code_ = 2 if isinstance(exc, ConfigError) else 1
             kept = " (last checkpoint kept)" if record.has_checkpoint() else ""
-            raise RunError(f"{where}{message}{kept}", exit_code_) from exc
+            raise RunError(f"{where}{message}{kept}", exit_code_, show=show, agreed=self.agreed) from exc
         finally:
             summary["finished_at"] = _dt.datetime.now().isoformat(timespec="seconds")
             self._update_summary()
@@ -646,11 +816,11 @@ class _Run:
 _ROW_ONLY = ("epoch", "batches", "eval_time_s")
 
 
-def _postfix(loss_value: float, metrics: dict, stats, keys) -> dict[str, str]:
+def _postfix(loss_value: float, metrics: dict, batch_metrics: dict, keys) -> dict[str, str]:
     """The progress bar's postfix after a batch: the loss, the task's ``progress_keys`` metrics, NFE."""
     postfix = {"loss": f"{loss_value:.4f}"}
-    postfix.update({key: f"{float(metrics[key]):.3f}" for key in keys})
-    postfix["nfe"] = f"{stats.nfe_forward}/{stats.nfe_backward}"
+    postfix.update({key: f"{float(batch_metrics.get(key, metrics[key])):.3f}" for key in keys})
+    postfix["nfe"] = f"{batch_metrics['nfe_forward']:g}/{batch_metrics['nfe_backward']:g}"
     return postfix
 
 
