@@ -101,8 +101,10 @@ class _AdjointSolve(torch.autograd.Function):
             with torch.enable_grad():
                 y_ = y.detach().requires_grad_(True)
                 f = func(t, y_)
-                # grad_outputs = -a gives -a^T df/dy and -a^T df/dparams directly.
-                vjps = torch.autograd.grad(f, (y_, *params), -a, allow_unused=True)
+                # grad_outputs = -a gives -a^T df/dy and -a^T df/dparams directly. A field that depends on
+                # neither y nor a parameter (f = g(t)) has no graph: all its VJPs are zero.
+                vjps = (torch.autograd.grad(f, (y_, *params), -a, allow_unused=True) if f.requires_grad
+                        else (None,) * (1 + len(params)))
             parts = [f.detach(), vjps[0] if vjps[0] is not None else torch.zeros_like(y)]
             parts += [g.reshape(-1) if g is not None else zero for g, zero in zip(vjps[1:], zeros)]
             return torch.cat(parts)
