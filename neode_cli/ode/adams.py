@@ -195,6 +195,8 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
                 "options['max_num_steps'] or step_size")
         h = s1 - s
         dt = direction * h
+        if st.callbacks is not None:
+            st.callbacks.step(s, y, h)
         if f0 is None:
             f0 = func(direction * s, y)
             counts.nfe += 1

@@ -58,6 +58,8 @@ class SolveSettings:
     # :func:`integrate`; ``plan`` is then unused and ``extra`` holds their validated method options.
     loop: Optional[Callable] = None
     extra: dict = dataclasses.field(default_factory=dict)
+    # the user's step callbacks (:class:`~.callbacks.StepCallbacks`), None when func has none
+    callbacks: Optional[object] = None
 
 
 def _where(t: float, h: float, nfe: int) -> str:
@@ -84,6 +86,7 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
         return y0 if jump_mode else y0.unsqueeze(0)
     plan, ctl = settings.plan, settings.controller
     needs_error, fsal = ctl.needs_error, plan.tab.fsal
+    callbacks = settings.callbacks
     stop_at_each_output = jump_mode or ctl.lands_on_outputs
     s_end = s_times[-1]
 
@@ -117,6 +120,8 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
                 f"reached max_num_steps={settings.max_num_steps} {_where(direction * s, h_try, counts.nfe)}; "
                 f"raise options['max_num_steps'], {ctl.more_steps_hint}, or regularise the dynamics")
         dt = direction * h_try
+        if callbacks is not None:
+            callbacks.step(s, y, h_try)
         y1, ks = rk_stages(func, direction * s, dt, y, k1, plan)
         counts.nfe += len(ks) - 1
         ratio = None
@@ -132,6 +137,8 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
         except control.GiveUp as stop:
             raise NonFiniteStateError(
                 f"{stop.what} {_where(direction * s, h_try, counts.nfe)}; {stop.remedy}") from None
+        if callbacks is not None:
+            (callbacks.accept if accept else callbacks.reject)(s, y, h_try)
         if not accept:
             counts.rejected += 1
             continue
