@@ -180,6 +180,7 @@ class Decay(Field):
         return -y
 
 
+@pytest.mark.filterwarnings("ignore:Solver 'rk4' does not support callbacks")
 def test_events_fixed_grid_calls_no_callbacks_adaptive_does_as_torchdiffeq():
     def event_fn(t, y):
         return y[0] - 0.5
@@ -203,3 +204,18 @@ def test_checkpoint_calls_forward_callbacks():
     names = [n for n, *_ in field.log]
     assert names.count("callback_step") == stats.steps_accepted + stats.steps_rejected
     assert names.count("callback_accept_step") == stats.steps_accepted
+
+
+def test_adaptive_adams_and_the_torchdiffeq_backend_call_them_too():
+    t = torch.tensor([0.0, 1.0], dtype=DT)
+    field = Field()
+    with torch.no_grad(), collect_stats() as stats:
+        odeint(field, Y0, t, method="adams", rtol=1e-6, atol=1e-8)
+    names = [n for n, *_ in field.log]
+    assert names.count("callback_step") == stats.steps_accepted + stats.steps_rejected > 0
+    assert names.count("callback_accept_step") == stats.steps_accepted
+    via_backend, reference = Field(), Field()
+    with torch.no_grad():
+        odeint(via_backend, Y0, t, method="bosh3", backend="torchdiffeq")
+        torchdiffeq.odeint(reference, Y0, t, method="bosh3")
+    _same_trace(_trace(via_backend.log), _trace(reference.log))

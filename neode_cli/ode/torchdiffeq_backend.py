@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .callbacks import ADJOINT_CALLBACK_NAMES, CALLBACK_NAMES
 from .stats import WorkCounts, active_collectors, backward_counter, record_work
 
 __all__ = ["torchdiffeq_odeint"]
@@ -114,6 +115,9 @@ def torchdiffeq_odeint(adjoint: bool, func, y0, t, kwargs: dict[str, Any]):
             kwargs[key] = translate_options(kwargs[key], n_parts, adjoint=key == "adjoint_options")
     collectors = active_collectors()
     counted = _CountedFunc(func, collectors)
+    for name in CALLBACK_NAMES + ADJOINT_CALLBACK_NAMES:  # torchdiffeq looks for the step callbacks on func
+        if getattr(func, name, None) is not None:
+            setattr(counted, name, getattr(func, name))
     try:
         if adjoint:
             out = torchdiffeq.odeint_adjoint(counted, y0, t, **kwargs)
