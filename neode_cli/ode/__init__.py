@@ -18,6 +18,8 @@ Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
   controller torchdiffeq uses); see :mod:`.control`.
 - ``backend="torchdiffeq"`` runs the same call through torchdiffeq, still counting NFE
   (:mod:`.torchdiffeq_backend`).
+- Step callbacks: ``func.callback_step`` / ``callback_accept_step`` / ``callback_reject_step`` (and ``*_adjoint``
+  for the adjoint's backward solve), torchdiffeq's (see :mod:`.callbacks`).
 
 This module is the public face only: the loop is :mod:`.integrate`, the adjoint :mod:`.adjoint`.
 """
@@ -84,6 +86,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     torchdiffeq: RMS, and for tuple states the maximum of the tensors' RMS norms; "rms" over all components;
     "max"; or a callable on the scaled error in the state's structure), ``controller`` ("i", the default, or "pi"),
     ``dtype`` (dtype of the time passed to func).
+    Step callbacks on ``func`` are called as torchdiffeq calls them (see :mod:`.callbacks`).
     When ``t`` requires grad, every output time gets ``dL/dt_i = <dL/dy_i, f(t_i, y_i)>`` and ``t_0`` the flow
     term (see :mod:`.time_grad`).
     ``event_fn(t, y) -> tensor``: solve until its first zero crossing instead (see :mod:`.events`): ``t`` must
@@ -136,8 +139,8 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     forward norm of state and adjoint state and the RMS norm of each parameter's adjoint),
     ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoints out, a callable norm receives
     ``(t_adj, y, a, *param_adjoints)`` with tuple states spread out, ``"block_rms"``/``"block_rms_seminorm"``
-    are neode's earlier defaults (see :func:`.adjoint.adjoint_settings`). Gradients with respect to ``t`` as :func:`odeint` (``t_0``'s by the flow identity from
-    the adjoint state at ``t_0``). ``event_fn`` as :func:`odeint`; the backward solve runs from the event back
+    are neode's earlier defaults (see :func:`.adjoint.adjoint_settings`). Gradients with respect to ``t`` as
+    :func:`odeint` (``t_0``'s by the flow identity from the adjoint state at ``t_0``). ``event_fn`` as :func:`odeint`; the backward solve runs from the event back
     to ``t_0``, and ``event_t`` is in the graph with no gradient of its own (use :func:`odeint_event`).
     """
     _check_backend(backend)

@@ -82,9 +82,9 @@ def step_callbacks(func, names: tuple[str, ...], *, method: Optional[str], adapt
     unsupported = sorted(name for plain, name in zip(CALLBACK_NAMES, names) if plain in present and
                          plain not in valid)
     if unsupported:
-        warnings.warn(f"Solver '{method or 'dopri5'}' does not support callbacks {{{', '.join(map(repr, unsupported))}}}"
-                      f"; it calls {', '.join(n for p, n in zip(CALLBACK_NAMES, names) if p in valid) or 'none'}",
-                      stacklevel=4)
+        calls = ", ".join(n for p, n in zip(CALLBACK_NAMES, names) if p in valid) or "none"
+        warnings.warn(f"Solver '{method or 'dopri5'}' does not support callbacks "
+                      f"{{{', '.join(map(repr, unsupported))}}}; it calls {calls}", stacklevel=4)
     found = {plain: cb for plain, cb in present.items() if plain in valid}
     if not found:
         return None
