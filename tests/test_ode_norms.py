@@ -101,6 +101,17 @@ def test_adjoint_backward_work_and_gradients_match_torchdiffeq(tuple_state, adjo
     assert torch.allclose(g_n, g_t, rtol=1e-3) and torch.allclose(w_n, w_t, rtol=1e-3)  # (to the tolerances)
 
 
+@pytest.mark.parametrize("tuple_state", [False, True])
+def test_adjoint_default_uses_the_forward_norm_for_state_and_adjoint_state_as_torchdiffeq(tuple_state):
+    def max_norm(x):
+        return max(v.abs().max() for v in x) if isinstance(x, tuple) else x.abs().max()
+
+    ours = _adjoint_work(odeint_adjoint, tuple_state, options=dict(norm=max_norm))
+    theirs = _adjoint_work(torchdiffeq.odeint_adjoint, tuple_state, options=dict(norm=max_norm))
+    assert ours[1] == theirs[1]
+    assert _adjoint_work(odeint_adjoint, tuple_state, options=dict(norm="max"))[1] == ours[1]
+
+
 def test_earlier_adjoint_norms_by_name():
     """block_rms: max of the RMS norms of (state, adjoint state, all parameters together); it differs from the
     per-tensor default here, and the seminorm variant is the default seminorm for a tensor state."""
