@@ -167,24 +167,17 @@ def adjoint_callbacks(func, backward: SolveSettings, problem: Problem, params: S
     As torchdiffeq they receive the forward solve's solver time, and the augmented state ``(t_adj, y, a,
     *param_adjoints)`` with ``y``/``a`` in the state's shape (flat for tuple states); ``t_adj`` is a zero.
     """
-    n, shape = problem.numel, problem.shape if problem.shapes is None else None
-    shapes, sizes = [p.shape for p in params], [p.numel() for p in params]
-
-    def state(z: torch.Tensor) -> tuple:
-        y, a = z[:n], z[n:2 * n]
-        if shape is not None:
-            y, a = y.view(shape), a.view(shape)
-        g = [part.view(s) for part, s in zip(z[2 * n:].split(sizes), shapes)]
-        return (torch.zeros((), dtype=z.dtype, device=z.device), y, a, *g)
-
+    state = _augmented_structure(problem, params, spread=False)
     # the backward solve runs in b = -s (s: the forward solver time), which is what the hooks receive
     return step_callbacks(func, ADJOINT_CALLBACK_NAMES, method=method, adaptive=backward.controller.needs_error,
                           time=lambda b: -b, state=state, t_dtype=t.dtype, device=t.device)
 
 
-def _augmented_structure(problem: Problem, params: Sequence[torch.Tensor]) -> Callable[[torch.Tensor], tuple]:
-    """Flat augmented state ``(y, a, g)`` -> what torchdiffeq hands a custom adjoint norm: ``(t_adj, y, a,
-    *params)`` for a tensor state, ``(t_adj, *y_parts, *a_parts, *params)`` for a tuple state.
+def _augmented_structure(problem: Problem, params: Sequence[torch.Tensor],
+                         spread: bool = True) -> Callable[[torch.Tensor], tuple]:
+    """Flat augmented state ``(y, a, g)`` -> torchdiffeq's augmented tuple ``(t_adj, y, a, *params)``, ``y`` and
+    ``a`` in the state's shape; for a tuple state ``spread`` gives ``(t_adj, *y_parts, *a_parts, *params)`` (what
+    a custom adjoint norm receives), otherwise ``y`` and ``a`` stay flat (what the adjoint callbacks receive).
 
     ``t_adj`` (torchdiffeq's time adjoint) is a 0-dim zero: neode does not integrate it (t-gradients come from
     :mod:`.time_grad`); in torchdiffeq it is zero too unless ``t`` requires grad.
@@ -197,11 +190,12 @@ def _augmented_structure(problem: Problem, params: Sequence[torch.Tensor]) -> Ca
     def structure(z: torch.Tensor) -> tuple:
         if not zero:
             zero.append(torch.zeros((), dtype=z.dtype, device=z.device))
-        y, a = problem.unflatten_state(z[:n]), problem.unflatten_state(z[n:2 * n])
         g = [part.view(shape) for part, shape in zip(z[2 * n:].split(sizes), shapes)]
         if problem.shapes is None:
-            return (zero[0], y, a, *g)
-        return (zero[0], *y, *a, *g)
+            return (zero[0], z[:n].view(problem.shape), z[n:2 * n].view(problem.shape), *g)
+        if not spread:
+            return (zero[0], z[:n], z[n:2 * n], *g)
+        return (zero[0], *problem.unflatten_state(z[:n]), *problem.unflatten_state(z[n:2 * n]), *g)
 
     return structure
 
