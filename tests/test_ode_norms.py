@@ -77,6 +77,10 @@ def test_tuple_default_is_the_max_of_per_tensor_rms_as_torchdiffeq():
     _same_steps(flat, flat_ref)
     assert len(flat) != len(ours)
     _same_steps(_steps(odeint, options=dict(norm="mixed")), ours)
+    # the torchdiffeq backend translates the names
+    via_backend = lambda *a, **k: odeint(*a, backend="torchdiffeq", **k)  # noqa: E731
+    _same_steps(_steps(via_backend, options=dict(norm="rms")), flat)
+    _same_steps(_steps(via_backend, options=dict(norm="mixed")), ours)
 
 
 def _adjoint_work(impl, tuple_state, **kwargs):
