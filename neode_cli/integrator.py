@@ -17,6 +17,13 @@ from . import ode
 
 GRADIENT_METHODS = ("backprop", "adjoint", "adjoint_seminorm", "checkpoint")
 
+#: With the neode backend the integrator keeps the error norms training has always used, so existing configs
+#: give the same numbers: tuple states by the RMS over all their entries (``norm="rms"``; the solver's default
+#: is now torchdiffeq's maximum of per-tensor RMS norms), and the adjoint by ``"block_rms"`` (state, adjoint
+#: state, all parameters) or ``"block_rms_seminorm"`` for ``adjoint_seminorm`` (the solver's defaults are now
+#: torchdiffeq's per-tensor ones). ``backend="torchdiffeq"`` keeps torchdiffeq's defaults, as it always had.
+LEGACY_NORMS = {"forward_tuple": "rms", "adjoint": "block_rms", "adjoint_seminorm": "block_rms_seminorm"}
+
 
 class _Still(torch.nn.Module):
     """``dy/dt = 0``: the field of :meth:`Integrator.check`'s empty solve."""
@@ -86,6 +93,10 @@ class Integrator:
                                  "many components")
             if self.method in ode.ADAPTIVE_METHODS:  # a fixed grid has no error norm
                 options["norm"] = _leading_rms_norm(error_components)
+        legacy = self.backend == "neode"
+        if legacy and isinstance(y0, tuple) and self.method in ode.ADAPTIVE_METHODS and \
+                options.get("norm") is None:
+            options["norm"] = LEGACY_NORMS["forward_tuple"]
         options = options or None
         if self.gradient == "backprop":
             return ode.odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
@@ -93,7 +104,10 @@ class Integrator:
         if self.gradient == "checkpoint":
             return ode.odeint_checkpoint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
                                          options=options, params=tuple(func.parameters()))
-        adjoint_options = {"norm": "seminorm"} if self.gradient == "adjoint_seminorm" else None
+        if legacy:
+            adjoint_options = {"norm": LEGACY_NORMS[self.gradient]}
+        else:
+            adjoint_options = {"norm": "seminorm"} if self.gradient == "adjoint_seminorm" else None
         return ode.odeint_adjoint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method,
                                   options=options, adjoint_options=adjoint_options,
                                   adjoint_params=tuple(func.parameters()), backend=self.backend)

@@ -20,15 +20,20 @@ Public surface (torchdiffeq 0.2.5 signatures plus ``backend``):
   ``perturb`` (fixed grids); see :mod:`.stops`.
 - ``backend="torchdiffeq"`` runs the same call through torchdiffeq, still counting NFE
   (:mod:`.torchdiffeq_backend`).
+- Step callbacks: ``func.callback_step`` / ``callback_accept_step`` / ``callback_reject_step`` (and ``*_adjoint``
+  for the adjoint's backward solve), torchdiffeq's (see :mod:`.callbacks`).
 
 This module is the public face only: the loop is :mod:`.integrate`, the adjoint :mod:`.adjoint`.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from .adjoint import AdjointSpec, adjoint_settings, adjoint_solve
+from .adjoint import AdjointSpec, adjoint_callbacks, adjoint_settings, adjoint_solve
+from .callbacks import attach_callbacks
 from .checkpoint import odeint_checkpoint
 from .events import combine_event_fn, event_mode, solve_until_event, through_event_time
 from .errors import NonFiniteStateError, SolverError, StepSizeUnderflowError, TooManyStepsError
@@ -81,10 +86,12 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     grid points: ``"cubic"``, the default, the cubic Hermite interpolant; ``"linear"``, torchdiffeq's),
     ``grid_constructor`` (``(func, y0, t) -> grid`` from ``t[0]`` to ``t[-1]``, instead of ``step_size``),
     ``perturb`` (evaluate each step's ends one ulp inside it); adaptive methods
-    ``first_step``, ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, ``norm`` ("rms", "max" or a
-    callable on the scaled error in the state's structure), ``controller`` ("i", the default, or "pi"),
+    ``first_step``, ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, ``norm`` ("mixed", the default as
+    torchdiffeq: RMS, and for tuple states the maximum of the tensors' RMS norms; "rms" over all components;
+    "max"; or a callable on the scaled error in the state's structure), ``controller`` ("i", the default, or "pi"),
     ``dtype`` (dtype of the time passed to func), ``step_t``/``jump_t`` (times to step to exactly; at a jump
     ``f`` is evaluated one ulp either side), ``min_step``/``max_step`` (see :mod:`.stops`).
+    Step callbacks on ``func`` are called as torchdiffeq calls them (see :mod:`.callbacks`).
     When ``t`` requires grad, every output time gets ``dL/dt_i = <dL/dy_i, f(t_i, y_i)>`` and ``t_0`` the flow
     term (see :mod:`.time_grad`).
     ``event_fn(t, y) -> tensor``: solve until its first zero crossing instead (see :mod:`.events`): ``t`` must
@@ -100,7 +107,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
                                                            **extra))
     problem = prepare(y0, t, options)
     settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state,
-                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t))
+                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t), blocks=problem.block_sizes)
+    attach_callbacks(func, settings, problem, t, method)
     events = None if event_fn is None else event_mode(event_fn, problem, t, options, settings)
     collectors = active_collectors()
     attach = backward_counter(collectors) if torch.is_grad_enabled() else None
@@ -132,10 +140,12 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     ``adjoint_params``: the tensors to differentiate (default: ``func.parameters()`` for an ``nn.Module``,
     else none). ``adjoint_rtol/atol/method`` default to the forward ones; with the same method the backward
     solve inherits the forward options except ``norm`` (so a fixed grid keeps its ``step_size``), and
-    ``adjoint_options`` override them key by key; ``adjoint_options=dict(norm="seminorm")`` leaves the parameter
-    adjoint out of the backward error norm (default: maximum of the RMS norms of state, adjoint state and
-    parameter adjoint). Gradients with respect to ``t`` as :func:`odeint` (``t_0``'s by the flow identity from
-    the adjoint state at ``t_0``). ``event_fn`` as :func:`odeint`; the backward solve runs from the event back
+    ``adjoint_options`` override them key by key; the backward error norm is torchdiffeq's (the maximum of the
+    forward norm of state and adjoint state and the RMS norm of each parameter's adjoint),
+    ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoints out, a callable norm receives
+    ``(t_adj, y, a, *param_adjoints)`` with tuple states spread out, ``"block_rms"``/``"block_rms_seminorm"``
+    are neode's earlier defaults (see :func:`.adjoint.adjoint_settings`). Gradients with respect to ``t`` as
+    :func:`odeint` (``t_0``'s by the flow identity from the adjoint state at ``t_0``). ``event_fn`` as :func:`odeint`; the backward solve runs from the event back
     to ``t_0``, and ``event_t`` is in the graph with no gradient of its own (use :func:`odeint_event`).
     """
     _check_backend(backend)
@@ -151,9 +161,13 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
 
     problem = prepare(y0, t, options)
     settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state,
-                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t))
+                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t), blocks=problem.block_sizes)
+    attach_callbacks(func, settings, problem, t, method)
     events = None if event_fn is None else event_mode(event_fn, problem, t, options, settings)
     params = tuple(p for p in adjoint_params if isinstance(p, torch.Tensor) and p.requires_grad)
+    if len(params) != len(adjoint_params) and callable((adjoint_options or {}).get("norm")):
+        warnings.warn("An adjoint parameter was passed without requiring gradient: it is left out of the adjoint "
+                      "pass and of the tuple the adjoint norm receives", stacklevel=2)
     backward = adjoint_settings(problem, params, method=method, rtol=rtol, atol=atol, options=options,
                                 adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
                                 adjoint_atol=adjoint_atol, adjoint_options=adjoint_options,
@@ -163,7 +177,8 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     spec = AdjointSpec(func=flat_func, s_times=problem.s_times, direction=problem.direction,
                        settings=settings if events is None else events.settings, adjoint_settings=backward,
                        params=params, collectors=collectors, event=None if events is None else events.value,
-                       event_t_like=t)
+                       event_t_like=t, backward_callbacks=lambda: adjoint_callbacks(
+                           func, backward, problem, params, t, adjoint_method or method))
     times = time_gradient(flat_func, t, problem.times, collectors)
     out = adjoint_solve(spec, problem.y0 if times is None else times.start(problem.y0))
     ys, event_t = (out, None) if events is None else out

@@ -201,6 +201,8 @@ def fixed_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction: fl
                 "options['max_num_steps'] or step_size")
         h = s1 - s
         dt = direction * h
+        if st.callbacks is not None:
+            st.callbacks.step(s, y, h)
         # perturb: f is evaluated one ulp inside the step at its start and its end (see .stops)
         t_end = nudge(direction * s1, -direction) if perturb else direction * s1
         if f0 is None:

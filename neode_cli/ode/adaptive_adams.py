@@ -135,6 +135,8 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
                 f"max_num_steps={st.max_num_steps} reached {_where(direction * s, h_try, counts.nfe)} "
                 "(adams); raise max_num_steps or loosen rtol/atol")
         dt = direction * h_try
+        if st.callbacks is not None:
+            st.callbacks.step(s, y, h_try)
         kk = min(k, len(phi))
         n_coef = kk + 2 if len(phi) > kk else kk + 1  # G_{k+1} only when the order k+1 estimate exists
         # psi_{i+1}(n+1) = h + psi_i(n) and beta_j(n+1) = prod_{i<=j} psi_i(n+1) / psi_i(n)
@@ -162,8 +164,10 @@ def adaptive_adams_loop(func, y0: torch.Tensor, s_times: list[float], direction:
             if len(phi_star) > kk and kk + 1 < len(g):
                 r_hi = st.norm((e - phi_star[kk]) * (abs(dt) * abs(g[kk + 1] - g[kk])) / scale)
         lower = kk >= 2 and ((r_lo <= 0.5 * ratio) if kk == 2 else (max(r_lo, r_lo2) <= ratio))
-        if math.isfinite(ratio) and ratio <= 1.0:
-            # accepted
+        accepted = math.isfinite(ratio) and ratio <= 1.0
+        if st.callbacks is not None:
+            (st.callbacks.accept if accepted else st.callbacks.reject)(s, y, h_try)
+        if accepted:
             counts.accepted += 1
             fails, nonfinite = 0, 0
             f1 = func(direction * (s + h_try), y1)

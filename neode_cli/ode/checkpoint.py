@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from .integrate import SolveSettings, WorkCounts, _outputs_reached, integrate
+from .callbacks import attach_callbacks
 from .problem import make_settings, prepare
 from .stats import SolveStats, active_collectors, record_work
 from .stepping import StepPlan, combine, dense_output, rk_stages
@@ -48,7 +49,8 @@ def odeint_checkpoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options
     params = tuple(p for p in params if isinstance(p, torch.Tensor) and p.requires_grad)
     problem = prepare(y0, t, options)
     settings = make_settings(method, rtol, atol, options, unflatten=problem.unflatten_state,
-                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t))
+                             t_dtype=problem.t_dtype, grid_inputs=(func, y0, t), blocks=problem.block_sizes)
+    attach_callbacks(func, settings, problem, t, method)
     if settings.loop is not None:  # the replay recomputes Runge-Kutta steps from their tableau
         raise ValueError(f"gradients by checkpointing replay Runge-Kutta steps; method {method!r} is not a "
                          "Runge-Kutta method: use backprop (odeint) or the adjoint (odeint_adjoint) with it")

@@ -29,11 +29,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["make_norm", "NORM_NAMES", "initial_step", "next_step_factor", "Controller", "IntegralController",
-           "PIController", "ConstantStepController", "GridController", "ControlState", "GiveUp", "CONTROLLER_NAMES",
+__all__ = ["make_norm", "block_rms_norm", "NORM_NAMES", "initial_step", "next_step_factor", "Controller",
+           "IntegralController", "PIController", "ConstantStepController", "GridController", "ControlState", "GiveUp",
+           "CONTROLLER_NAMES",
            "make_controller"]
 
-NORM_NAMES = ("rms", "max")
+NORM_NAMES = ("mixed", "rms", "max")
 CONTROLLER_NAMES = ("i", "pi")
 
 #: A norm maps the scaled error (flat tensor) to a Python float.
@@ -54,8 +55,10 @@ def _max(x: torch.Tensor) -> float:
 def block_rms_norm(sizes: Sequence[int], keep: int | None = None) -> Norm:
     """Maximum over consecutive blocks of the flat vector of each block's RMS norm.
 
-    ``sizes`` are the block lengths; only the first ``keep`` blocks enter the norm (all when ``None``).
-    Used by the adjoint: blocks are (state, adjoint state, parameter adjoint); the seminorm keeps two.
+    ``sizes`` are the block lengths; only the first ``keep`` blocks enter the norm (all when ``None``); empty
+    blocks are skipped. This is torchdiffeq's ``_mixed_norm`` when the blocks are the tensors of a tuple state
+    (or of the adjoint's augmented state), and neode's earlier adjoint norm over (state, adjoint state, all
+    parameters) when there are three blocks.
     """
     keep = len(sizes) if keep is None else keep
     bounds, start = [], 0
@@ -63,7 +66,11 @@ def block_rms_norm(sizes: Sequence[int], keep: int | None = None) -> Norm:
         bounds.append((start, start + size))
         start += size
     bounds = [(lo, hi) for lo, hi in bounds[:keep] if hi > lo]
-    if len(bounds) >= 2 and bounds[0] == (0, sizes[0]) and bounds[1] == (sizes[0], 2 * sizes[0]):
+    if len(bounds) == 1:
+        lo, hi = bounds[0]
+        return lambda x: _rms(x[lo:hi])
+    if len(bounds) >= 2 and bounds[0] == (0, sizes[0]) and bounds[1] == (sizes[0], 2 * sizes[0]) and \
+            len(bounds) <= 4:
         # state and adjoint state have equal length: one reduction over a (2, N) view covers both
         n, rest = sizes[0], bounds[2:]
 
@@ -75,6 +82,25 @@ def block_rms_norm(sizes: Sequence[int], keep: int | None = None) -> Norm:
             return math.sqrt(worst.item())
 
         return norm
+    if len(bounds) > 4:
+        # many blocks (one per parameter tensor): one scatter-add of the squares instead of a reduction each
+        end = bounds[-1][1]
+        ids_cpu = torch.full((end,), len(bounds), dtype=torch.long)
+        for b, (lo, hi) in enumerate(bounds):
+            ids_cpu[lo:hi] = b
+        counts = torch.tensor([hi - lo for lo, hi in bounds] + [1], dtype=torch.float64)
+        cache: dict = {}
+
+        def norm(x: torch.Tensor) -> float:
+            key = (x.device, x.dtype)
+            if key not in cache:
+                cache[key] = (ids_cpu.to(x.device), counts.to(x.device, x.dtype))
+            ids, n = cache[key]
+            sums = torch.zeros(len(bounds) + 1, dtype=x.dtype, device=x.device)
+            sums.index_add_(0, ids, x[:end].square())
+            return math.sqrt((sums[:-1] / n[:-1]).max().item())
+
+        return norm
 
     def norm(x: torch.Tensor) -> float:
         means = torch.stack([x[lo:hi].square().mean() for lo, hi in bounds])
@@ -83,14 +109,19 @@ def block_rms_norm(sizes: Sequence[int], keep: int | None = None) -> Norm:
     return norm
 
 
-def make_norm(norm, unflatten: Callable[[torch.Tensor], object] | None = None) -> Norm:
+def make_norm(norm, unflatten: Callable[[torch.Tensor], object] | None = None,
+              blocks: Sequence[int] | None = None) -> Norm:
     """Turn the ``norm`` option into a :data:`Norm`.
 
-    ``norm`` is ``None``/``"rms"`` (root mean square over all components, torchdiffeq's default), ``"max"``,
-    or a callable taking the scaled error in the user's state structure (``unflatten`` restores it: a
-    tensor of ``y0``'s shape, or a tuple for tuple states) and returning a scalar.
+    ``norm`` is ``None``/``"mixed"`` (torchdiffeq's default: the RMS norm for a tensor state, the maximum over
+    the tuple's tensors of their RMS norms for a tuple state, whose lengths are ``blocks``), ``"rms"`` (root
+    mean square over all components together), ``"max"``, or a callable taking the scaled error in the user's
+    state structure (``unflatten`` restores it: a tensor of ``y0``'s shape, or a tuple for tuple states) and
+    returning a scalar.
     """
-    if norm is None or norm == "rms":
+    if norm is None or norm == "mixed":
+        return block_rms_norm(blocks) if blocks is not None and len(blocks) > 1 else _rms
+    if norm == "rms":
         return _rms
     if norm == "max":
         return _max
@@ -98,7 +129,7 @@ def make_norm(norm, unflatten: Callable[[torch.Tensor], object] | None = None) -
         restore = unflatten if unflatten is not None else (lambda x: x)
         return lambda x: float(norm(restore(x)))
     raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORM_NAMES)}, or a callable"
-                     " (adjoint_options also accept 'seminorm')")
+                     " (adjoint_options also accept 'seminorm', 'block_rms', 'block_rms_seminorm')")
 
 
 @torch.no_grad()

@@ -71,6 +71,8 @@ def event_mode(event_fn: Callable, problem, t: torch.Tensor, options: dict | Non
     if "max_num_steps" not in {k for k, v in (options or {}).items() if v is not None} and \
             not controller.needs_error:
         settings = dataclasses.replace(settings, max_num_steps=FIXED_GRID_EVENT_STEPS)
+    if not controller.needs_error:  # torchdiffeq's fixed-grid event loop calls no step callbacks
+        settings = dataclasses.replace(settings, callbacks=None)
     t_dtype, device, direction = problem.t_dtype, problem.device, problem.direction
     unflatten = problem.unflatten_state
 

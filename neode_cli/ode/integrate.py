@@ -66,6 +66,8 @@ class SolveSettings:
     jumps_t: tuple = ()
     perturb: bool = False
     nudge: Optional[Callable[[float, float], float]] = None
+    # the user's step callbacks (:class:`~.callbacks.StepCallbacks`), None when func has none
+    callbacks: Optional[object] = None
 
 
 def _where(t: float, h: float, nfe: int) -> str:
@@ -92,6 +94,7 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
         return y0 if jump_mode else y0.unsqueeze(0)
     plan, ctl = settings.plan, settings.controller
     needs_error, fsal = ctl.needs_error, plan.tab.fsal
+    callbacks = settings.callbacks
     stop_at_each_output = jump_mode or ctl.lands_on_outputs
     s_end = s_times[-1]
     # The solver times steps must end on, in order: output times or just the end, plus step_t/jump_t/a grid.
@@ -132,6 +135,8 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
                 f"reached max_num_steps={settings.max_num_steps} {_where(direction * s, h_try, counts.nfe)}; "
                 f"raise options['max_num_steps'], {ctl.more_steps_hint}, or regularise the dynamics")
         dt = direction * h_try
+        if callbacks is not None:
+            callbacks.step(s, y, h_try)
         s1 = s_stop if clipped else s + h_try
         # A step ending on a jump (every step, with perturb) evaluates f at its end one ulp inside itself.
         inside = perturb or (jumps is not None and s1 in jumps)
@@ -153,6 +158,8 @@ def integrate(func: FlatFunc, y0: torch.Tensor, s_times: list[float], direction:
         except control.GiveUp as stop:
             raise NonFiniteStateError(
                 f"{stop.what} {_where(direction * s, h_try, counts.nfe)}; {stop.remedy}") from None
+        if callbacks is not None:
+            (callbacks.accept if accept else callbacks.reject)(s, y, h_try)
         if not accept:
             counts.rejected += 1
             continue

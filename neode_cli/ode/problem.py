@@ -52,6 +52,11 @@ class Problem:
         return self.y0.numel()
 
     @property
+    def block_sizes(self) -> Optional[list[int]]:
+        """Lengths of the tuple state's tensors in the flat state; ``None`` for a tensor state."""
+        return None if self.shapes is None else [math.prod(s) for s in self.shapes]
+
+    @property
     def times(self) -> list[float]:
         """The output times in the user's time (``direction * s``)."""
         return [self.direction * s for s in self.s_times]
@@ -170,14 +175,16 @@ def _positive(name: str, value, lo: float = 0.0, hi: float = math.inf, open_lo: 
 
 def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None, *, default_norm=None,
                   unflatten: Callable | None = None, t_dtype: torch.dtype = torch.float64,
-                  grid_inputs: tuple | None = None) -> SolveSettings:
+                  grid_inputs: tuple | None = None, blocks: list[int] | None = None) -> SolveSettings:
     """Validate method, tolerances and options; ValueError naming the valid choices otherwise.
 
     Options whose value is ``None`` count as absent (so configs can carry ``step_size: null``).
     ``default_norm`` is the norm used when the options name none (the adjoint passes its block norm);
-    ``unflatten`` restores the user's structure for a callable norm. ``t_dtype``: the dtype of the time
-    ``func`` receives (``perturb``/``jump_t`` nudge it by one ulp of that dtype). ``grid_inputs``:
-    ``(func, y0, t)`` as ``options['grid_constructor']`` is called with them (required when it is given).
+    ``unflatten`` restores the user's structure for a callable norm; ``blocks`` are the tuple state's tensor
+    lengths (``Problem.block_sizes``) for the default norm, the maximum of their RMS norms (torchdiffeq's).
+    ``t_dtype``: the dtype of the time ``func`` receives (``perturb``/``jump_t`` nudge it by one ulp of that
+    dtype). ``grid_inputs``: ``(func, y0, t)`` as ``options['grid_constructor']`` is called with them (required
+    when it is given).
     """
     loop_method = LOOP_METHODS.get(method) if isinstance(method, str) else None
     if loop_method is None:
@@ -233,7 +240,8 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
     else:
         step = _positive("step_size", opts["step_size"]) if "step_size" in opts else None
         controller = control.ConstantStepController(step)
-    settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None), controller=controller)
+    settings = SolveSettings(plan=plan, rtol=rtol_f, atol=atol_f, norm=control.make_norm(None, blocks=blocks),
+                             controller=controller)
     _discontinuity_settings(settings, opts, t_dtype, grid_inputs)
     if loop_method is not None:
         settings.loop = loop_method.loop
@@ -244,7 +252,7 @@ def make_settings(method: str | None, rtol, atol, options: dict[str, Any] | None
             raise ValueError(f"options['max_num_steps'] must be a positive integer; got {value!r}")
         settings.max_num_steps = int(value)
     if "norm" in opts:
-        settings.norm = control.make_norm(opts["norm"], unflatten)
+        settings.norm = control.make_norm(opts["norm"], unflatten, blocks)
     elif default_norm is not None:
         settings.norm = default_norm
     return settings

@@ -12,22 +12,61 @@ from typing import Any
 
 import torch
 
+from .callbacks import ADJOINT_CALLBACK_NAMES, CALLBACK_NAMES
 from .stats import WorkCounts, active_collectors, backward_counter, record_work
 
 __all__ = ["torchdiffeq_odeint"]
 
 
-def translate_options(options: dict | None) -> dict | None:
-    """neode's options in torchdiffeq's terms: norm names become callables, ``controller="i"`` (torchdiffeq's
-    only controller) is dropped, ``controller="pi"`` raises."""
+def _rms_all(tensors) -> torch.Tensor:
+    """RMS over all entries of a tensor or a tuple of tensors together (neode's ``"rms"``)."""
+    parts = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+    return torch.cat([p.reshape(-1) for p in parts]).square().mean().sqrt()
+
+
+def _max_all(tensors) -> torch.Tensor:
+    parts = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+    return max(p.abs().max() for p in parts)
+
+
+def _mixed(tensors) -> torch.Tensor:
+    return max(p.square().mean().sqrt() for p in tensors)
+
+
+def _block_rms(n_parts: int, with_params: bool):
+    """neode's ``"block_rms"`` (``"block_rms_seminorm"``) on what torchdiffeq hands a custom adjoint norm,
+    ``(t_adj, *y_parts, *a_parts, *param_adjoints)``: the max of the RMS norms of y, a and all parameters."""
+    def norm(parts):
+        y, a, g = parts[1:1 + n_parts], parts[1 + n_parts:1 + 2 * n_parts], parts[1 + 2 * n_parts:]
+        blocks = [y, a] + ([g] if with_params and g else [])
+        return max(_rms_all(b) for b in blocks)
+    return norm
+
+
+def translate_options(options: dict | None, n_parts: int | None = None, adjoint: bool = False) -> dict | None:
+    """neode's options in torchdiffeq's terms: norm names become callables (``"mixed"``, torchdiffeq's default,
+    is dropped; ``"rms"`` is RMS over all components, also of a tuple state, whose length is ``n_parts``,
+    ``None`` for a tensor state), ``controller="i"`` (torchdiffeq's only controller) is dropped,
+    ``controller="pi"`` raises. ``adjoint``: these are ``adjoint_options`` (norms on the augmented state:
+    ``"seminorm"`` stays, ``"block_rms"``/``"block_rms_seminorm"`` become callables)."""
     if not options:
         return options
     options = dict(options)
     norm = options.get("norm")
-    if norm == "rms":
+    if norm == "mixed" and not adjoint:
         options.pop("norm")
-    elif norm == "max":
-        options["norm"] = lambda x: x.abs().max() if isinstance(x, torch.Tensor) else max(v.abs().max() for v in x)
+    elif norm == "rms" and not adjoint:
+        if n_parts is None:
+            options.pop("norm")
+        else:
+            options["norm"] = _rms_all
+    elif norm == "max" and not adjoint:
+        options["norm"] = _max_all
+    elif adjoint and norm in ("block_rms", "block_rms_seminorm"):
+        options["norm"] = _block_rms(n_parts or 1, norm == "block_rms")
+    elif adjoint and norm in ("rms", "max", "mixed"):
+        whole = {"rms": _rms_all, "max": _max_all, "mixed": _mixed}[norm]
+        options["norm"] = lambda parts: whole(parts[1:])  # (without torchdiffeq's time adjoint)
     if "controller" in options:
         controller = options.pop("controller")
         if controller not in (None, "i"):
@@ -70,11 +109,15 @@ def torchdiffeq_odeint(adjoint: bool, func, y0, t, kwargs: dict[str, Any]):
     import torchdiffeq
 
     kwargs = dict(kwargs)
+    n_parts = None if isinstance(y0, torch.Tensor) else len(y0)
     for key in ("options", "adjoint_options"):
         if key in kwargs:
-            kwargs[key] = translate_options(kwargs[key])
+            kwargs[key] = translate_options(kwargs[key], n_parts, adjoint=key == "adjoint_options")
     collectors = active_collectors()
     counted = _CountedFunc(func, collectors)
+    for name in CALLBACK_NAMES + ADJOINT_CALLBACK_NAMES:  # torchdiffeq looks for the step callbacks on func
+        if getattr(func, name, None) is not None:
+            setattr(counted, name, getattr(func, name))
     try:
         if adjoint:
             out = torchdiffeq.odeint_adjoint(counted, y0, t, **kwargs)
