@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from . import sweeps  # registers the resolvers conf/hydra/neode.yaml names (in every process that runs a job)
+
 __all__ = ["main", "find_config_dir", "resume_command", "COMMANDS"]
 
 #: command -> (primary config name, one-line description)
@@ -35,8 +37,9 @@ Examples:
   neode train model=resnet trainer.resume=true hydra.run.dir=outputs/2026-01-01/12-00-00_resnet
 """
 
-#: Runs that failed inside a multirun (the sweep goes on; the process exits non-zero at the end).
-_FAILED_JOBS: list[str] = []
+#: The arguments of ``neode train`` in the process that parsed them; a job in another process (a joblib
+#: worker, a submitit job) does not see them and builds its resume command from its own overrides.
+_COMMAND_ARGS: list[str] | None = None
 
 
 def find_config_dir() -> Path:
@@ -82,8 +85,19 @@ def _hydra_files(cfg) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(hydra_root.hydra.overrides.task)}
 
 
-def _train_job(cfg) -> dict | None:
-    """The Hydra task of ``neode train``: one run in Hydra's output folder."""
+def _job_args(hydra_cfg, multirun: bool) -> list[str]:
+    """The arguments that rerun this job: the command line when this process parsed it; in a launcher's worker,
+    ``-m``, the job's own overrides and the hydra overrides (they continue this job of the sweep)."""
+    if _COMMAND_ARGS is not None:
+        return list(_COMMAND_ARGS)
+    return [*(["-m"] if multirun else []), *hydra_cfg.overrides.task,
+            *(o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode="))]
+
+
+def _train_job(cfg) -> dict | sweeps.FailedJob:
+    """The Hydra task of ``neode train``: one run in Hydra's output folder (a failed job of a sweep returns a
+    :class:`~neode_cli.sweeps.FailedJob`, so a parallel launcher can hand it back to the sweep's process)."""
+    import torch
     from hydra.core.hydra_config import HydraConfig
 
     from .train import RunError, train
@@ -91,16 +105,23 @@ def _train_job(cfg) -> dict | None:
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
-    command = resume_command(sys.argv[1:], multirun, output_dir, hydra_cfg.sweep.dir if multirun else None)
+    command = resume_command(_job_args(hydra_cfg, multirun), multirun, output_dir,
+                             hydra_cfg.sweep.dir if multirun else None)
+    if cfg.trainer.threads is None:
+        # N parallel jobs on one machine share its cores (trainer.threads, when set, wins in train()).
+        threads = sweeps.threads_per_job(hydra_cfg.launcher, sweeps.available_cores())
+        if threads is not None:
+            torch.set_num_threads(threads)
     try:
         return train(cfg, output_dir, dict(hydra_cfg.runtime.choices), start_if_nothing_to_resume=multirun,
                      resume_command=command, hydra_files=_hydra_files(cfg))
     except RunError as exc:
         if multirun and not exc.interrupted:  # a signal stops the whole sweep
             # A sweep records the failed cell and goes on to the next job.
-            _FAILED_JOBS.append(hydra_cfg.runtime.output_dir)
-            print(f"neode: error: job {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {exc}", file=sys.stderr)
-            return None
+            failed = sweeps.FailedJob(str(output_dir), str(exc))
+            sweeps.note_failed(failed)
+            print(f"neode: error: job {hydra_cfg.job.num} ({output_dir}): {exc}", file=sys.stderr)
+            return failed
         _error(str(exc), exc.exit_code)
 
 
@@ -196,12 +217,15 @@ def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str)
         config_name, config_path = register_primary_config(config_dir)
     GlobalHydra.instance().clear()  # several in-process calls (tests) each start a fresh Hydra
     app = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
+    global _COMMAND_ARGS
     saved_argv = sys.argv
     sys.argv = [prog, *args]  # Hydra parses sys.argv; argv[0] names the app in its messages
+    _COMMAND_ARGS = list(args)
     try:
         app()
     finally:
         sys.argv = saved_argv
+        _COMMAND_ARGS = None
         GlobalHydra.instance().clear()
 
 
@@ -220,14 +244,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if command not in COMMANDS:
         _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see neode --help)", 2)
-    _FAILED_JOBS.clear()
+    sweeps.FAILED_JOBS.clear()
     job = {"train": _train_job, "compare": _compare_job}[command]
     try:
         _run_hydra(COMMANDS[command][0], job, rest, f"neode {command}")
     except KeyboardInterrupt:  # Ctrl-C before the run took over the signals (imports, Hydra's compose, ...)
         _error(f"interrupted during start-up of neode {command}; nothing was run", 130)
-    if _FAILED_JOBS:
-        _error(f"{len(_FAILED_JOBS)} run(s) of the sweep failed; their metrics.json say why: {', '.join(_FAILED_JOBS)}", 1)
+    if sweeps.FAILED_JOBS:
+        failed = sweeps.FAILED_JOBS
+        _error(f"{len(failed)} run(s) of the sweep failed; their metrics.json say why: {', '.join(failed)}", 1)
 
 
 if __name__ == "__main__":
