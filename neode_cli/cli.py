@@ -8,6 +8,7 @@ as in any Hydra app.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable, NoReturn, Sequence
 
 from . import sweeps  # registers the resolvers conf/hydra/neode.yaml names (in every process that runs a job)
 
-__all__ = ["main", "find_config_dir", "resume_command", "COMMANDS"]
+__all__ = ["main", "find_config_dir", "resume_command", "hydra_string", "COMMANDS"]
 
 #: command -> (primary config name, one-line description)
 COMMANDS = {
@@ -65,14 +66,31 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def resume_command(argv: Sequence[str], multirun: bool, run_dir: str, sweep_dir: str | None = None) -> str:
+def hydra_string(value: str) -> str:
+    """``value`` as a Hydra override value: as it is when Hydra reads it back unchanged, else single-quoted
+    (a folder named by a sweep's overrides holds ``=`` and ``,``, which Hydra would read as a sweep)."""
+    if value and all(c.isalnum() or c in "_-./@+:" for c in value):
+        return value
+    # Inside quotes Hydra reads a backslash as an escape only before a quote (or the closing quote).
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
+
+
+def resume_command(argv: Sequence[str], multirun: bool, run_dir: str, sweep_dir: str | None = None,
+                   sweep_subdir: str | None = None) -> str:
     """The command that continues a run: ``argv`` (``neode train`` and its arguments) without an earlier
     ``trainer.resume``/folder override, plus ``trainer.resume=true`` and the run folder (``-m``: the sweep
-    folder, so the whole sweep is rerun: finished jobs are skipped)."""
-    drop = ("trainer.resume=", "hydra.run.dir=", "hydra.sweep.dir=")
+    folder, so the whole sweep is rerun: finished jobs are skipped; with ``sweep_subdir`` also the job's folder in
+    it, for a command that reruns one job of the sweep)."""
+    drop = ("trainer.resume=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
     args = [a for a in argv if not a.startswith(drop)]
-    folder = f"hydra.sweep.dir={sweep_dir}" if multirun else f"hydra.run.dir={run_dir}"
-    return shlex.join(["neode", "train", *args, "trainer.resume=true", folder])
+    if multirun:
+        folder = [f"hydra.sweep.dir={hydra_string(str(sweep_dir))}"]
+        if sweep_subdir is not None:
+            folder.append(f"hydra.sweep.subdir={hydra_string(sweep_subdir)}")
+    else:
+        folder = [f"hydra.run.dir={hydra_string(str(run_dir))}"]
+    return shlex.join(["neode", "train", *args, "trainer.resume=true", *folder])
 
 
 def _hydra_files(cfg) -> dict[str, str]:
@@ -85,13 +103,18 @@ def _hydra_files(cfg) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(hydra_root.hydra.overrides.task)}
 
 
-def _job_args(hydra_cfg, multirun: bool) -> list[str]:
-    """The arguments that rerun this job: the command line when this process parsed it; in a launcher's worker,
-    ``-m``, the job's own overrides and the hydra overrides (they continue this job of the sweep)."""
+def _resume_command_of_job(hydra_cfg, multirun: bool) -> str:
+    """The command that continues this job: the command line plus ``trainer.resume=true`` when this process
+    parsed it (the whole sweep: finished jobs are skipped); in a launcher's worker, which does not know the command
+    line, ``-m``, this job's own overrides and the hydra overrides, with its folder (it continues this job)."""
+    output_dir = hydra_cfg.runtime.output_dir
+    sweep_dir = hydra_cfg.sweep.dir if multirun else None
     if _COMMAND_ARGS is not None:
-        return list(_COMMAND_ARGS)
-    return [*(["-m"] if multirun else []), *hydra_cfg.overrides.task,
+        return resume_command(_COMMAND_ARGS, multirun, output_dir, sweep_dir)
+    args = [*(["-m"] if multirun else []), *hydra_cfg.overrides.task,
             *(o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode="))]
+    subdir = os.path.relpath(output_dir, sweep_dir) if multirun else None
+    return resume_command(args, multirun, output_dir, sweep_dir, subdir)
 
 
 def _train_job(cfg) -> dict | sweeps.FailedJob:
@@ -105,8 +128,7 @@ def _train_job(cfg) -> dict | sweeps.FailedJob:
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
-    command = resume_command(_job_args(hydra_cfg, multirun), multirun, output_dir,
-                             hydra_cfg.sweep.dir if multirun else None)
+    command = _resume_command_of_job(hydra_cfg, multirun)
     if cfg.trainer.threads is None:
         # N parallel jobs on one machine share its cores (trainer.threads, when set, wins in train()).
         threads = sweeps.threads_per_job(hydra_cfg.launcher, sweeps.available_cores())

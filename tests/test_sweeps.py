@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -110,17 +111,43 @@ def test_rerunning_a_sweep_with_resume_continues_its_folder(tiny_mnist, tmp_path
     assert len(sweeps_made) == 1
     sweep = sweeps_made[0]
     assert sweep.name == sweeps.sweep_name(args[2:]) and sweep.name.startswith("seed=0,1,")
-    assert "trainer.resume=true" in capsys.readouterr().err
+    printed = capsys.readouterr().err.split("continue with: ", 1)[1].strip()
     first = (sweep / "seed=0" / "metrics.json").read_text()
     assert read_summary(sweep / "seed=1")["status"] == "interrupted"
 
+    # The printed command (the sweep folder's "=" and "," quoted for Hydra) continues it, ...
     monkeypatch.setattr(ClassificationTask, "training_loss", original)
-    assert run_neode([*args, "trainer.resume=true"]) == 0
+    command = shlex.split(printed)
+    assert command[:3] == ["neode", "train", "-m"] and f"hydra.sweep.dir='{sweep.relative_to(tmp_path)}'" in command
+    assert run_neode(command[1:]) == 0
     assert list((tmp_path / "outputs" / "multirun").iterdir()) == [sweep]  # the same sweep, no new one
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["seed=0", "seed=1"]
     assert (sweep / "seed=0" / "metrics.json").read_text() == first  # finished: left as it was
     resumed = read_summary(sweep / "seed=1")
     assert resumed["status"] == "completed" and resumed["resumed"][0]["batch"] == 1
+    # ... and so does the command as typed plus trainer.resume=true: both jobs are reported finished.
+    done = (sweep / "seed=1" / "metrics.json").read_text()
+    assert run_neode([*args, "trainer.resume=true"]) == 0
+    assert (sweep / "seed=0" / "metrics.json").read_text() == first and (sweep / "seed=1" / "metrics.json").read_text() == done
+    assert list((tmp_path / "outputs" / "multirun").iterdir()) == [sweep]
+
+
+def test_a_job_in_a_worker_process_prints_the_command_that_continues_it(monkeypatch):
+    # A joblib worker or a submitit job does not know the command line: it names its own overrides and folder.
+    from omegaconf import OmegaConf
+
+    from neode_cli import cli
+
+    monkeypatch.setattr(cli, "_COMMAND_ARGS", None)
+    hydra_cfg = OmegaConf.create({
+        "overrides": {"task": ["seed=1", "solver=bosh3", "trainer.resume=true"],
+                      "hydra": ["hydra/launcher=joblib", "hydra.mode=MULTIRUN", "hydra.sweep.dir=s"]},
+        "runtime": {"output_dir": "outputs/multirun/seed=0,1,solver=dopri5,bosh3/seed=1,solver=bosh3"},
+        "sweep": {"dir": "outputs/multirun/seed=0,1,solver=dopri5,bosh3"}})
+    command = shlex.split(cli._resume_command_of_job(hydra_cfg, multirun=True))
+    assert command == ["neode", "train", "-m", "seed=1", "solver=bosh3", "hydra/launcher=joblib", "trainer.resume=true",
+                       "hydra.sweep.dir='outputs/multirun/seed=0,1,solver=dopri5,bosh3'",
+                       "hydra.sweep.subdir='seed=1,solver=bosh3'"]
 
 
 def test_a_requeued_submitit_job_resumes_and_submitit_hears_only_the_preemption_signal(monkeypatch, capsys):
