@@ -129,8 +129,8 @@ def _train_job(cfg) -> dict | sweeps.FailedJob:
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
     command = _resume_command_of_job(hydra_cfg, multirun)
-    if cfg.trainer.threads is None:
-        # N parallel jobs on one machine share its cores (trainer.threads, when set, wins in train()).
+    if multirun and cfg.trainer.threads is None:
+        # A sweep's parallel jobs share the machine's cores (trainer.threads, when set, is applied by train()).
         threads = sweeps.threads_per_job(hydra_cfg.launcher, sweeps.available_cores())
         if threads is not None:
             torch.set_num_threads(threads)

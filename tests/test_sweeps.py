@@ -244,3 +244,16 @@ def test_submitit_local_requeues_a_preempted_job_and_it_finishes_as_if_never_sto
     assert {k: run[k] for k in COMPARED} == {k: plain[k] for k in COMPARED}
     assert [json.loads(r)["test_loss"] for r in rows.read_text().splitlines()] == [
         json.loads(r)["test_loss"] for r in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_ctrl_c_while_a_parallel_sweep_waits_ends_in_one_line(capsys):
+    from hydra_plugins.neode_launchers._sweep import launch_jobs
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        launch_jobs(interrupted)
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neode: error: sweep interrupted;") and "trainer.resume=true" in err[0]

@@ -10,17 +10,15 @@ from typing import Sequence
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-from ._returns import note_failed_jobs
+from ._sweep import launch_jobs
 
 __all__ = ["NeodeJoblibLauncher"]
 
 
 class NeodeJoblibLauncher(JoblibLauncher):
-    """Hydra's joblib launcher; the jobs that failed are reported by the sweep's process."""
+    """Hydra's joblib launcher; the jobs that failed are reported by the sweep's process, a Ctrl-C in one line."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Run the jobs as the joblib launcher does, then note the failed ones (see :func:`note_failed_jobs`)."""
-        returns = super().launch(job_overrides, initial_job_idx)
-        note_failed_jobs(returns)
-        return returns
+        """Run the jobs as the joblib launcher does (see :func:`~._sweep.launch_jobs` for what is added)."""
+        return launch_jobs(lambda: super(NeodeJoblibLauncher, self).launch(job_overrides, initial_job_idx))
 

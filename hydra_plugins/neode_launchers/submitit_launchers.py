@@ -25,7 +25,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 from neode_cli.interrupts import exit_code, signal_name
 from neode_cli.sweeps import with_resume
 
-from ._returns import note_failed_jobs
+from ._sweep import launch_jobs
 
 __all__ = ["NeodeSlurmLauncher", "NeodeLocalLauncher", "preemption_signal",
            "restarted_by_scheduler", "requeue_after_saved_stop"]
@@ -82,10 +82,8 @@ class _RequeueingJob:
                                                   singleton_state)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Submit and wait as the submitit launcher does, then note the failed jobs (exit 1 naming them)."""
-        returns = super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
-        note_failed_jobs(returns)
-        return returns
+        """Submit and wait as the submitit launcher does (see :func:`~._sweep.launch_jobs` for what is added)."""
+        return launch_jobs(lambda: super(_RequeueingJob, self).launch(job_overrides, initial_job_idx))  # type: ignore[misc]
 
 
 class NeodeSlurmLauncher(_RequeueingJob, SlurmLauncher):
