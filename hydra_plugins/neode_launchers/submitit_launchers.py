@@ -53,7 +53,8 @@ def requeue_after_saved_stop(exc: SystemExit, job_num: int) -> None:
     if not callable(handler):  # not inside a submitit job: nothing to requeue with
         return
     print(f"neode: job {job_num} saved its checkpoint on {signal_name(signum)} (time limit or preemption); "
-          "submitit requeues it, and it continues from that checkpoint in the same folder", file=sys.stderr)
+          "submitit requeues it (unless its max_num_timeout time-outs are used up), and it continues from that "
+          "checkpoint in the same folder", file=sys.stderr)
     handler(signum, None)
 
 
