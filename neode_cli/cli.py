@@ -8,14 +8,16 @@ as in any Hydra app.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from . import sweeps  # registers the resolvers conf/hydra/neode.yaml names (in every process that runs a job)
 from .distributed import Processes
 
-__all__ = ["main", "find_config_dir", "resume_command", "COMMANDS"]
+__all__ = ["main", "find_config_dir", "resume_command", "hydra_string", "COMMANDS"]
 
 #: command -> (primary config name, one-line description)
 COMMANDS = {
@@ -37,8 +39,9 @@ Examples:
   neode train model=resnet trainer.resume=true hydra.run.dir=outputs/2026-01-01/12-00-00_resnet
 """
 
-#: Runs that failed inside a multirun (the sweep goes on; the process exits non-zero at the end).
-_FAILED_JOBS: list[str] = []
+#: The arguments of ``neode train`` in the process that parsed them; a job in another process (a joblib
+#: worker, a submitit job) does not see them and builds its resume command from its own overrides.
+_COMMAND_ARGS: list[str] | None = None
 
 
 def find_config_dir() -> Path:
@@ -64,16 +67,32 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def hydra_string(value: str) -> str:
+    """``value`` as a Hydra override value: as it is when Hydra reads it back unchanged, else single-quoted
+    (a folder named by a sweep's overrides holds ``=`` and ``,``, which Hydra would read as a sweep)."""
+    if value and all(c.isalnum() or c in "_-./@+:" for c in value):
+        return value
+    # Inside quotes Hydra reads a backslash as an escape only before a quote (or the closing quote).
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
+
+
 def resume_command(argv: Sequence[str], multirun: bool, run_dir: str, sweep_dir: str | None = None,
-                   launch: Sequence[str] = ("neode",)) -> str:
+                   sweep_subdir: str | None = None, launch: Sequence[str] = ("neode",)) -> str:
     """The command that continues a run: ``argv`` (``neode train`` and its arguments) without an earlier
     ``trainer.resume``/folder override, plus ``trainer.resume=true`` and the run folder (``-m``: the sweep
-    folder, so the whole sweep is rerun: finished jobs are skipped). ``launch`` are the words that start
-    neode (:meth:`neode_cli.distributed.Processes.launch_words`: the torchrun command under torchrun)."""
-    drop = ("trainer.resume=", "hydra.run.dir=", "hydra.sweep.dir=")
+    folder, so the whole sweep is rerun: finished jobs are skipped; with ``sweep_subdir`` also the job's folder in
+    it, for a command that reruns one job of the sweep). ``launch`` are the words that start neode
+    (:meth:`neode_cli.distributed.Processes.launch_words`: the torchrun command under torchrun)."""
+    drop = ("trainer.resume=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
     args = [a for a in argv if not a.startswith(drop)]
-    folder = f"hydra.sweep.dir={sweep_dir}" if multirun else f"hydra.run.dir={run_dir}"
-    return shlex.join([*launch, "train", *args, "trainer.resume=true", folder])
+    if multirun:
+        folder = [f"hydra.sweep.dir={hydra_string(str(sweep_dir))}"]
+        if sweep_subdir is not None:
+            folder.append(f"hydra.sweep.subdir={hydra_string(sweep_subdir)}")
+    else:
+        folder = [f"hydra.run.dir={hydra_string(str(run_dir))}"]
+    return shlex.join([*launch, "train", *args, "trainer.resume=true", *folder])
 
 
 def _hydra_files(cfg) -> dict[str, str]:
@@ -95,9 +114,26 @@ class _Exit(SystemExit):
         self.agreed = agreed
 
 
-def _train_job(cfg, processes: Processes | None = None, hand_over: Callable[[dict], None] | None = None) -> dict | None:
-    """The Hydra task of ``neode train``: one run in Hydra's output folder. Under torchrun (rank 0)
-    ``hand_over`` gives the other ranks the composed job before training with them."""
+def _resume_command_of_job(hydra_cfg, multirun: bool, launch: Sequence[str] = ("neode",)) -> str:
+    """The command that continues this job: the command line plus ``trainer.resume=true`` when this process
+    parsed it (the whole sweep: finished jobs are skipped); in a launcher's worker, which does not know the command
+    line, ``-m``, this job's own overrides and the hydra overrides, with its folder (it continues this job)."""
+    output_dir = hydra_cfg.runtime.output_dir
+    sweep_dir = hydra_cfg.sweep.dir if multirun else None
+    if _COMMAND_ARGS is not None:
+        return resume_command(_COMMAND_ARGS, multirun, output_dir, sweep_dir, launch=launch)
+    args = [*(["-m"] if multirun else []), *hydra_cfg.overrides.task,
+            *(o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode="))]
+    subdir = os.path.relpath(output_dir, sweep_dir) if multirun else None
+    return resume_command(args, multirun, output_dir, sweep_dir, subdir, launch=launch)
+
+
+def _train_job(cfg, processes: Processes | None = None,
+               hand_over: Callable[[dict], None] | None = None) -> dict | sweeps.FailedJob | None:
+    """The Hydra task of ``neode train``: one run in Hydra's output folder (a failed job of a sweep returns a
+    :class:`~neode_cli.sweeps.FailedJob`, so a parallel launcher can hand it back to the sweep's process).
+    Under torchrun (rank 0) ``hand_over`` gives the other ranks the composed job before training with them."""
+    import torch
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -107,9 +143,13 @@ def _train_job(cfg, processes: Processes | None = None, hand_over: Callable[[dic
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
-    command = resume_command(sys.argv[1:], multirun, output_dir, hydra_cfg.sweep.dir if multirun else None,
-                             launch=processes.launch_words())
+    command = _resume_command_of_job(hydra_cfg, multirun, launch=processes.launch_words())
     choices = dict(hydra_cfg.runtime.choices)
+    if multirun and cfg.trainer.threads is None:
+        # A sweep's parallel jobs share the machine's cores (trainer.threads, when set, is applied by train()).
+        threads = sweeps.threads_per_job(hydra_cfg.launcher, sweeps.available_cores())
+        if threads is not None:
+            torch.set_num_threads(threads)
     if hand_over is not None:
         hand_over({"cfg": OmegaConf.to_container(cfg, resolve=True), "run_dir": output_dir, "choices": choices,
                    "command": command})
@@ -123,9 +163,10 @@ def _train_job(cfg, processes: Processes | None = None, hand_over: Callable[[dic
             raise _Exit(exc.exit_code, exc.agreed) from None
         if multirun and not exc.interrupted:  # a signal stops the whole sweep
             # A sweep records the failed cell and goes on to the next job.
-            _FAILED_JOBS.append(hydra_cfg.runtime.output_dir)
-            print(f"neode: error: job {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {exc}", file=sys.stderr)
-            return None
+            failed = sweeps.FailedJob(str(output_dir), str(exc))
+            sweeps.note_failed(failed)
+            print(f"neode: error: job {hydra_cfg.job.num} ({output_dir}): {exc}", file=sys.stderr)
+            return failed
         _error(str(exc), exc.exit_code)
 
 
@@ -221,12 +262,15 @@ def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str)
         config_name, config_path = register_primary_config(config_dir)
     GlobalHydra.instance().clear()  # several in-process calls (tests) each start a fresh Hydra
     app = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
+    global _COMMAND_ARGS
     saved_argv = sys.argv
     sys.argv = [prog, *args]  # Hydra parses sys.argv; argv[0] names the app in its messages
+    _COMMAND_ARGS = list(args)
     try:
         app()
     finally:
         sys.argv = saved_argv
+        _COMMAND_ARGS = None
         GlobalHydra.instance().clear()
 
 
@@ -313,14 +357,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     processes = Processes.from_environment()
     if processes.distributed:
         _run_distributed(processes, command, rest)
-    _FAILED_JOBS.clear()
+    sweeps.FAILED_JOBS.clear()
     job = {"train": _train_job, "compare": _compare_job}[command]
     try:
         _run_hydra(COMMANDS[command][0], job, rest, f"neode {command}")
     except KeyboardInterrupt:  # Ctrl-C before the run took over the signals (imports, Hydra's compose, ...)
         _error(f"interrupted during start-up of neode {command}; nothing was run", 130)
-    if _FAILED_JOBS:
-        _error(f"{len(_FAILED_JOBS)} run(s) of the sweep failed; their metrics.json say why: {', '.join(_FAILED_JOBS)}", 1)
+    if sweeps.FAILED_JOBS:
+        failed = sweeps.FAILED_JOBS
+        _error(f"{len(failed)} run(s) of the sweep failed; their metrics.json say why: {', '.join(failed)}", 1)
 
 
 if __name__ == "__main__":

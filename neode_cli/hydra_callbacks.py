@@ -42,4 +42,8 @@ class RunFolderCheck(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)
+        # Resolving the job folders' name here, in the sweep's own process, caches the command's overrides in
+        # the config that every job's config copies (neode_cli/sweeps.py: ${neode_sweep_overrides:}), also when
+        # hydra.sweep.dir is given and does not name them.
+        OmegaConf.select(config, "hydra.sweep.subdir", throw_on_resolution_failure=False)
         check_writable_folder(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))))

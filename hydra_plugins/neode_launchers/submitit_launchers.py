@@ -1,0 +1,96 @@
+"""``hydra/launcher=submitit_slurm|submitit_local``: Hydra's submitit launchers, with requeue that continues.
+
+How a time-out or a preemption goes (https://github.com/facebookincubator/submitit/blob/main/docs/checkpointing.md):
+SLURM (or submitit's local controller) sends the job submitit's preemption signal, SIGUSR2 unless
+``SUBMITIT_PREEMPT_SIGNAL`` says otherwise, ``signal_delay_s`` before the time limit. While neode trains, its
+own handler (``neode_cli.interrupts``) receives it: the current batch finishes, ``checkpoint.pt`` is written and
+the run ends with status 128 + the signal. The job (:meth:`_RequeueingJob.__call__`) sees that status and hands
+the signal to submitit's handler, which calls :meth:`_RequeueingJob.checkpoint` (the same job with
+``trainer.resume=true``; its folder is the same, as trainer.resume is no part of a folder's name) and requeues
+it. A job that SLURM itself requeues (``SLURM_RESTART_COUNT`` > 0) resumes too. Other signals (a user's
+``scancel``: SIGTERM) stop the job after its checkpoint, without a requeue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, Dict, List, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+
+from neode_cli.interrupts import exit_code, signal_name
+from neode_cli.sweeps import with_resume
+
+from ._sweep import launch_jobs
+
+__all__ = ["NeodeSlurmLauncher", "NeodeLocalLauncher", "preemption_signal",
+           "restarted_by_scheduler", "requeue_after_saved_stop"]
+
+
+def preemption_signal() -> int:
+    """The signal submitit treats as "time-out or preemption: checkpoint and requeue" (its rule: ``SIG`` +
+    ``$SUBMITIT_PREEMPT_SIGNAL``, default ``USR2``)."""
+    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
+
+
+def restarted_by_scheduler() -> bool:
+    """Whether SLURM requeued this job itself (a preemption with ``PreemptMode=REQUEUE``, ``scontrol requeue``)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+
+
+def requeue_after_saved_stop(exc: SystemExit, job_num: int) -> None:
+    """When ``exc`` is neode's exit after a stop on :func:`preemption_signal` (status 128 + that signal), say so
+    on stderr and call the handler installed for that signal (submitit's: it calls the job's ``checkpoint()``,
+    requeues the job and exits); return without doing anything for any other exit."""
+    signum = preemption_signal()
+    if exc.code != exit_code(signum):
+        return
+    handler = signal.getsignal(signum)
+    if not callable(handler):  # not inside a submitit job: nothing to requeue with
+        return
+    print(f"neode: job {job_num} saved its checkpoint on {signal_name(signum)} (time limit or preemption); "
+          "submitit requeues it (unless its max_num_timeout time-outs are used up), and it continues from that "
+          "checkpoint in the same folder", file=sys.stderr)
+    handler(signum, None)
+
+
+class _RequeueingJob:
+    """The job side of :class:`NeodeSlurmLauncher` and :class:`NeodeLocalLauncher` (a mixin before the submitit
+    launcher class: the launcher object is what submitit pickles and runs as the job)."""
+
+    def __call__(self, sweep_overrides: List[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: Dict[type, Singleton]) -> JobReturn:
+        """Run the job as the submitit launcher does (``trainer.resume=true`` once SLURM restarted it); after a
+        stop on the preemption signal, hand over to submitit's requeue (:func:`requeue_after_saved_stop`)."""
+        overrides = with_resume(sweep_overrides) if restarted_by_scheduler() else list(sweep_overrides)
+        try:
+            return super().__call__(overrides, job_dir_key, job_num, job_id, singleton_state)  # type: ignore[misc]
+        except SystemExit as exc:
+            requeue_after_saved_stop(exc, job_num)
+            raise
+
+    def checkpoint(self, sweep_overrides: List[str], job_dir_key: str, job_num: int, job_id: str,
+                   singleton_state: Dict[type, Singleton]) -> Any:
+        """What submitit resubmits on requeue: this job with ``trainer.resume=true`` (the run's checkpoint is
+        already on disk: neode saved it before its exit)."""
+        import submitit  # lazy, as in the plugin: discovery stays fast
+
+        return submitit.helpers.DelayedSubmission(self, with_resume(sweep_overrides), job_dir_key, job_num, job_id,
+                                                  singleton_state)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Submit and wait as the submitit launcher does (see :func:`~._sweep.launch_jobs` for what is added)."""
+        return launch_jobs(lambda: super(_RequeueingJob, self).launch(job_overrides, initial_job_idx))  # type: ignore[misc]
+
+
+class NeodeSlurmLauncher(_RequeueingJob, SlurmLauncher):
+    """``hydra/launcher=submitit_slurm``: one SLURM job (array task) per run, requeued to continue."""
+
+
+class NeodeLocalLauncher(_RequeueingJob, LocalLauncher):
+    """``hydra/launcher=submitit_local``: submitit's local executor (a process per run), requeued to continue."""
+
