@@ -80,7 +80,7 @@ def test_resolve_with_another_integrator():
         fine = model.ode_block_output(x, Integrator(method="dopri5", rtol=1e-9, atol=1e-9, gradient="backprop"))
         default = model.ode_block_output(x)
     assert (coarse - fine).abs().max() > 10 * (default - fine).abs().max()
-    assert (default - fine).abs().max() < 1e-2
+    assert (default - fine).abs().max() < 2e-2  # dopri5 at rtol=atol=1e-3 (torchdiffeq's error estimate)
 
 
 def _gradient_gap(integrator: dict, adjoint: str = "adjoint", seed: int = 0) -> float:

@@ -1,9 +1,8 @@
 """Error norms as torchdiffeq 0.2.5 (tuple states, the adjoint's default, seminorm, custom adjoint norms), the
 earlier norms under their names, and the adjoint of a field with no graph, against the installed torchdiffeq.
 
-The step-by-step comparisons use bosh3, whose embedded pair is torchdiffeq's; neode's dopri5 uses Dormand &
-Prince's own fourth-order estimate (b - b* = 71/57600, ...), torchdiffeq's is 2/3 of it, so their dopri5 steps
-differ whatever the norm.
+The step-by-step comparisons use bosh3; dopri5 shares torchdiffeq's embedded pair too (tests/test_ode_api.py
+checks its steps attempt for attempt).
 """
 
 import math

@@ -305,7 +305,12 @@ BOSH3 = _make("bosh3", [0, F(1, 2), F(3, 4), 1],
 #   y(theta) = y0 + theta r2 + theta(1-theta) r3 + theta^2(1-theta) r4 + theta^2(1-theta)^2 r5,
 #   r2 = y1 - y0, r3 = dt k1 - r2, r4 = 2 r2 - dt k1 - dt k7, r5 = dt sum_i d_i k_i.
 _DP5_B = [F(35, 384), 0, F(500, 1113), F(125, 192), F(-2187, 6784), F(11, 84), 0]
-_DP5_BHAT = [F(5179, 57600), 0, F(7571, 16695), F(393, 640), F(-92097, 339200), F(187, 2100), F(1, 40)]
+# The embedded fourth-order weights b* are those torchdiffeq 0.2.5 uses (torchdiffeq/_impl/dopri5.py at
+# https://github.com/rtqichen/torchdiffeq): b - b* is exactly 2/3 of Dormand & Prince's own estimate
+# (b - b* = 71/57600, 0, -71/16695, 71/1920, -17253/339200, 22/525, -1/40, used by Hairer's DOPRI5 and SciPy's
+# RK45). Any convex mix of the fifth- and fourth-order weights is fourth order, so both estimates are valid;
+# these make neode's dopri5 take torchdiffeq's steps, attempt for attempt.
+_DP5_BHAT = [F(1951, 21600), 0, F(22642, 50085), F(451, 720), F(-12231, 42400), F(649, 6300), F(1, 60)]
 _DP5_D = [F(-12715105075, 11282082432), 0, F(87487479700, 32700410799), F(-10690763975, 1880347072),
           F(701980252875, 199316789632), F(-1453857185, 822651844), F(69997945, 29380423)]
 
