@@ -57,6 +57,8 @@ __all__ = ["RunError", "train", "resolve_device", "build_regularization", "build
 log = logging.getLogger(__name__)
 
 MB = 1024.0 * 1024.0
+# Tags the SeedSequence of the epochs' data draws, apart from the steps' per-rank streams.
+_EPOCH_DRAW_STREAM = 0xDA7A
 
 
 class RunError(Exception):
@@ -436,6 +438,17 @@ class _Run:
         received = [int(s) for s in signals if s > 0]
         return received[0] if received else None
 
+    def _seed_epoch_draw(self, epoch: int) -> None:
+        """Seed the torch RNG for drawing epoch ``epoch``'s order and augmentation from ``(seed, epoch)`` alone.
+
+        So each sample's crop in each epoch depends only on the seed and the epoch (as
+        ``torch.utils.data.distributed.DistributedSampler`` seeds its shuffle with seed + epoch), not on how
+        much randomness the steps before used: every rank of a DDP run draws the global batches of a 1-process
+        run with the same seed without exchanging anything, also for models that draw noise inside their steps.
+        """
+        seed = np.random.SeedSequence([int(self.cfg.seed), epoch, _EPOCH_DRAW_STREAM]).generate_state(1)[0]
+        torch.manual_seed(int(seed))
+
     def _fork_step_rng(self, epoch: int, batch: int) -> None:
         """Ranks > 0: a generator stream of their own for randomness inside steps (a latent ODE's sample, a
         Hutchinson probe), derived from the seed, the position and the rank, so ranks draw different noise."""
@@ -547,13 +560,12 @@ class _Run:
         else:
             if self.pending_rng is not None:
                 set_rng_states(self.pending_rng)
-            if self.processes.distributed:
-                # Every rank draws the epoch's order and augmentation from rank 0's generator states, so the
-                # global batches are the same on all ranks (and those of a 1-process run with this seed).
-                set_rng_states(self.processes.broadcast(rng_states()))
+            steps_rng = rng_states()
+            self._seed_epoch_draw(epoch)
             epoch_rng = rng_states()
             batches = task.train_batches(epoch)
             iterator = iter(batches)
+            set_rng_states(steps_rng)  # the steps' own stream continues where it was
             if self.processes.rank > 0:
                 self._fork_step_rng(epoch, 0)
         self.pending_rng = None

@@ -128,6 +128,33 @@ def test_interrupted_and_resumed_equals_uninterrupted(train_run, monkeypatch, ca
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
+def test_each_epochs_batches_depend_on_the_seed_and_epoch_not_on_randomness_the_steps_used(train_run, monkeypatch):
+    """The order and crops of an epoch are drawn from (seed, epoch): a model that draws noise in its steps (a
+    latent ODE's sample, a Hutchinson probe), or a DDP rank that draws it for its slice only, sees the same
+    global batches as any other run with that seed."""
+    original = ClassificationTask.training_loss
+
+    def recording(extra_draws: int, seen: list):
+        def loss(self, model, batch):
+            seen.append(batch[0].sum().item())  # identifies the batch's images and their crops
+            torch.rand(extra_draws)  # randomness of the step's own
+            return original(self, model, batch)
+        return loss
+
+    common = ("trainer.max_epochs=3", "data.augmentation=true", "data.ode_error_samples=0", "logger=none",
+              "trainer.limit_test_batches=1", "solver=euler", "solver.step_size=0.5")
+    runs = {}
+    for extra in (0, 1000):
+        seen = runs[extra] = []
+        monkeypatch.setattr(ClassificationTask, "training_loss", recording(extra, seen))
+        assert train_run(*common, name=f"draws{extra}")[0] == 0
+    assert len(runs[0]) == 9 and runs[0] == runs[1000]  # 3 epochs of 3 batches
+    assert runs[0][:3] != runs[0][3:6]  # and each epoch draws afresh
+    monkeypatch.setattr(ClassificationTask, "training_loss", recording(0, seen := []))
+    assert train_run(*common, "seed=1", name="seed1")[0] == 0
+    assert seen != runs[0]
+
+
 def test_a_folder_holding_a_run_is_never_overwritten_and_resume_needs_a_checkpoint(train_run, capsys):
     args = ("model.hidden=4", "trainer.limit_train_batches=1", "trainer.limit_test_batches=1", "logger=none")
     code, run_dir = train_run(*args, model="mlp", name="once")

@@ -88,7 +88,9 @@ class Task(abc.ABC):
     def train_batches(self, epoch: int) -> Iterable[Any]:
         """The training batches of one epoch, already on the task's device.
 
-        Must be deterministic given the global torch RNG state at the call (so resume is exact).
+        Must be deterministic given the global torch RNG state at the call (so resume is exact) and draw all its
+        randomness at the call: the loop seeds that state from the run's seed and the epoch just before, and
+        gives the steps back their own stream just after.
         The returned iterable should support ``len()`` (the loop uses it for progress and limits).
         """
 
