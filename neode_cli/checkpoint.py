@@ -64,6 +64,9 @@ class PartialEpoch:
     elapsed_s: float = 0.0  # wall time of the epoch's batches so far
     rank_sums: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # DDP: per-rank NFE sums
     rank_peaks: list[int] = dataclasses.field(default_factory=list)  # DDP: per-rank peak bytes
+    # Processes that ran every batch so far; 0 once batches ran on different numbers of them (a run resumed
+    # on another world size mid-epoch): then the epoch has no per-rank figures, as they would mix.
+    world_size: int = 1
 
 
 @dataclasses.dataclass
@@ -170,7 +173,8 @@ def restore(state: Mapping, path: str | Path, model: torch.nn.Module, optimizer,
     partial = state.get("partial") if batch else None
     return LoopPosition(epoch=int(state["epoch"]), batch=batch, global_step=int(state["global_step"]),
                         train_time_s=float(state.get("train_time_s", 0.0)),
-                        partial=PartialEpoch(**partial) if partial else None,
+                        partial=PartialEpoch(**{"world_size": state.get("world_size", 1), **partial})
+                        if partial else None,
                         epoch_rng=state.get("epoch_rng") if batch else None)
 
 

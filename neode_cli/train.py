@@ -584,7 +584,11 @@ class _Run:
         position.epoch_rng = epoch_rng
         total = len(batches) if hasattr(batches, "__len__") else None
         limit = batch_limit(total, cfg.trainer.limit_train_batches)
-        partial = position.partial if position.mid_epoch and position.partial else PartialEpoch()
+        world = self.processes.world_size
+        partial = (position.partial if position.mid_epoch and position.partial
+                   else PartialEpoch(world_size=world))
+        if partial.world_size != world:  # resumed mid-epoch on another number of processes
+            partial.world_size = 0
         position.partial = partial
         forward_watch, backward_watch = Stopwatch(built.device), Stopwatch(built.device)
         every = max(1, cfg.logger.log_every_n_batches)
@@ -653,7 +657,8 @@ class _Run:
         row.update({f"train_{k}": v for k, v in means.items()})
         row.update(batches=count, peak_memory_mb=partial.peak_bytes / MB,
                    epoch_time_s=elapsed_before + time.perf_counter() - start, lr=optimizer.param_groups[0]["lr"])
-        if distributed:  # each rank's own work next to the aggregate (NFE: mean over ranks; memory: max)
+        if distributed and partial.world_size == self.processes.world_size:
+            # each rank's own work next to the aggregate (NFE: mean over ranks; memory: max)
             for key, sums in partial.rank_sums.items():
                 row[f"{key}_per_rank"] = [v / count for v in sums]
             row["peak_memory_mb_per_rank"] = [b / MB for b in partial.rank_peaks]
@@ -674,12 +679,15 @@ class _Run:
         loss_value = float(table[:, 0].sum()) / samples
         batch_metrics = {k: float(table[:, 1 + i].sum()) / samples for i, k in enumerate(keys)}
         nfe = {"nfe_forward": table[:, n + 2].tolist(), "nfe_backward": table[:, n + 3].tolist()}
+        per_rank_kept = partial.world_size == world  # (not after a resume on another world size mid-epoch)
         for key, per_rank in nfe.items():
             batch_metrics[key] = sum(per_rank) / world
-            sums = partial.rank_sums.setdefault(key, [0.0] * world)
-            partial.rank_sums[key] = [a + b for a, b in zip(sums, per_rank)]
+            if per_rank_kept:
+                sums = partial.rank_sums.setdefault(key, [0.0] * world)
+                partial.rank_sums[key] = [a + b for a, b in zip(sums, per_rank)]
         peaks = [int(v) for v in table[:, n + 4].tolist()]
-        partial.rank_peaks = [max(a, b) for a, b in zip(partial.rank_peaks or [0] * world, peaks)]
+        if per_rank_kept:
+            partial.rank_peaks = [max(a, b) for a, b in zip(partial.rank_peaks or [0] * world, peaks)]
         partial.peak_bytes = max(partial.peak_bytes, max(peaks))
         received = [int(v) for v in table[:, n + 5].tolist() if v > 0]
         return loss_value, batch_metrics, (received[0] if received else None), bool(table[0, n + 6])

@@ -23,6 +23,7 @@ from neode_cli.cli import resume_command
 from neode_cli.distributed import Processes
 from neode_cli.interrupts import Interrupted, StopSignals
 from neode_cli.runs import RunRecord
+from neode_cli.tasks.classification import ClassificationTask
 from neode_cli.tasks.latent import SpiralBatch
 
 from conftest import REPO, read_summary, run_neode
@@ -114,6 +115,46 @@ def test_a_signal_on_one_rank_stops_both_at_one_batch_and_the_resume_equals_the_
     assert rows(folder) == rows(root / "two")
     wa, wb = weights(root / "two"), weights(folder)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_run_resumes_on_another_number_of_processes(runs, tmp_path, monkeypatch):
+    """Stopped mid-epoch under 2 processes and resumed by 1, or the other way round: the global batches are the
+    same, so the run ends as the uninterrupted one with the new number of processes (fixed-step solver: up to
+    reduction order). Per-rank lists are reported only for epochs that ran on one number of processes."""
+    args, root = runs
+    shrunk = tmp_path / "two_then_one"
+    done = torchrun(*args, f"hydra.run.dir={shrunk}", worker="signal:1:6:SIGUSR1")
+    assert done.returncode != 0 and read_summary(shrunk)["status"] == "interrupted"
+    assert run_neode(["train", *args, "trainer.resume=true", f"hydra.run.dir={shrunk}"]) == 0
+
+    grown = tmp_path / "one_then_two"
+    calls = {"n": 0}
+    original = ClassificationTask.training_loss
+
+    def interrupted(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, batch 2, as above
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return original(self, model, batch)
+
+    monkeypatch.setattr(ClassificationTask, "training_loss", interrupted)
+    assert run_neode(["train", *args, f"hydra.run.dir={grown}"]) != 0
+    monkeypatch.setattr(ClassificationTask, "training_loss", original)
+    assert read_summary(grown)["status"] == "interrupted"
+    resumed = torchrun(*args, "trainer.resume=true", f"hydra.run.dir={grown}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    for folder, world in ((shrunk, 1), (grown, 2)):
+        record = read_summary(folder)
+        assert record["status"] == "completed" and record["world_size"] == world
+        ran, reference = rows(folder), rows(root / "one")
+        assert len(ran) == 2
+        for a, b in zip(reference, ran):
+            for key in ("train_loss", "train_accuracy", "test_loss", "test_error", "nfe_forward"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5), (folder.name, key)
+        # epoch 1 ran on the first number of processes only, epoch 2 on both: its per-rank lists would mix
+        assert ("nfe_forward_per_rank" in ran[0]) == (folder == shrunk)
+        assert "nfe_forward_per_rank" not in ran[1] and "peak_memory_mb_per_rank" not in ran[1]
 
 
 def test_only_rank_0_writes_the_run_folder(runs):
