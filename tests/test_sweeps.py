@@ -253,7 +253,98 @@ def test_a_ctrl_c_while_a_parallel_sweep_waits_ends_in_one_line(capsys):
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as stopped:
-        launch_jobs(interrupted)
+        launch_jobs(interrupted, "unused")
     assert stopped.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neode: error: sweep interrupted;") and "trainer.resume=true" in err[0]
+
+
+def _job_folder(sweep: Path, name: str, status: str) -> None:
+    (sweep / name).mkdir(parents=True)
+    (sweep / name / "metrics.json").write_text(json.dumps({"status": status}))
+
+
+def test_a_job_process_that_died_ends_the_sweep_in_one_line_naming_what_it_left(tmp_path, capsys):
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from hydra_plugins.neode_launchers._sweep import launch_jobs
+    from hydra_plugins.neode_launchers.joblib_launcher import worker_died
+    from hydra_plugins.neode_launchers.submitit_launchers import job_died
+
+    for name, status in (("seed=0", "completed"), ("seed=1", "running"), ("seed=2", "running")):
+        _job_folder(tmp_path, name, status)
+    killed = TerminatedWorkerError("A worker process managed by the executor was unexpectedly terminated. This "
+                                   "could be caused by a segmentation fault ...\n\nThe exit codes of the workers "
+                                   "are {SIGKILL(-9)}\nDetailed tracebacks ...")
+    lost = UncompletedJobError("Job 4242_1 (task: 0) with path /x/4242_1_result.pkl\nhas not produced any output "
+                               "(state: OUT_OF_MEMORY)\nError stream produced:\n----\nKilled")
+    for exc, recognise, others in ((killed, worker_died, True), (lost, job_died, False)):
+        def launch():
+            raise exc
+
+        with pytest.raises(SystemExit) as ended:
+            launch_jobs(launch, tmp_path, recognise, others_stopped=others)
+        assert ended.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("neode: error: ") and "trainer.resume=true" in err[0]
+        assert f"seed=1, seed=2 in {tmp_path}" in err[0] and "seed=0" not in err[0]
+        if others:
+            assert "{SIGKILL(-9)}" in err[0] and "left at their last checkpoint" in err[0]
+        else:
+            assert "job 4242_1, task 0, state OUT_OF_MEMORY" in err[0] and "once its other jobs have ended" in err[0]
+    # A job's own Python error, or anything else, is not a dead process: it propagates as it is.
+    assert job_died(FailedJobError("Job (task=0) failed during processing with trace: ...")) is None
+    assert worker_died(ValueError("other")) is None and job_died(RuntimeError("other")) is None
+
+
+def _loky_workers(parent: int) -> list[int]:
+    """Process ids of the joblib (loky) workers whose parent is ``parent``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
+            command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, StopIteration, ValueError):
+            continue
+        if ppid == parent and b"LokyProcess" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the joblib workers through /proc")
+def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on_resume(tiny_mnist, tmp_path):
+    # The out-of-memory killer's SIGKILL, for real: the sweep ends in one line, each job at its last checkpoint,
+    # and the same command with trainer.resume=true finishes both.
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "neode_cli.cli", "train", "-m", *tiny_overrides(tiny_mnist, "mlp"),
+               "model.hidden=4", "trainer.max_epochs=400", "trainer.limit_test_batches=1", "logger=none",
+               "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((sweep / f"seed={s}" / "checkpoint.pt").exists() for s in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before both checkpointed"
+            time.sleep(0.2)
+        workers = _loky_workers(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    lines = [line for line in err.splitlines() if line.startswith("neode:")]
+    assert len(lines) == 1 and "joblib worker process died" in lines[0] and "SIGKILL" in lines[0], err[-3000:]
+    assert f"seed=0, seed=1 in {sweep}" in lines[0] and "Traceback" not in err
+    for s in (0, 1):
+        assert read_summary(sweep / f"seed={s}")["status"] == "running"  # what a killed process leaves
+
+    resumed = subprocess.run([*command, "trainer.resume=true"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for s in (0, 1):
+        record = read_summary(sweep / f"seed={s}")
+        assert record["status"] == "completed" and record["epochs"] == 400 and record["resumed"]

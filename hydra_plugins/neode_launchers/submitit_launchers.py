@@ -14,6 +14,7 @@ it. A job that SLURM itself requeues (``SLURM_RESTART_COUNT`` > 0) resumes too. 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from typing import Any, Dict, List, Sequence
@@ -28,7 +29,21 @@ from neode_cli.sweeps import with_resume
 from ._sweep import launch_jobs
 
 __all__ = ["NeodeSlurmLauncher", "NeodeLocalLauncher", "preemption_signal",
-           "restarted_by_scheduler", "requeue_after_saved_stop"]
+           "restarted_by_scheduler", "requeue_after_saved_stop", "job_died"]
+
+
+def job_died(exc: BaseException) -> str | None:
+    """What happened, when ``exc`` is submitit's report of a job that ended without a result (killed by SLURM
+    for memory or by ``scancel``, a lost node: ``UncompletedJobError``, not a Python error in the job); else
+    None. The sweep's other jobs are the scheduler's: those still queued or running go on."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    if not isinstance(exc, UncompletedJobError) or isinstance(exc, FailedJobError):
+        return None
+    found = re.search(r"Job (\S+) \(task: (\d+)\).*?state: ([^)]*)\)", str(exc), re.DOTALL)
+    which = f" (job {found.group(1)}, task {found.group(2)}, state {found.group(3)})" if found else ""
+    return (f"a submitit job ended without a result{which}: killed, e.g. for lack of memory, or its node was "
+            "lost; the sweep's other jobs are the scheduler's and go on")
 
 
 def preemption_signal() -> int:
@@ -84,7 +99,8 @@ class _RequeueingJob:
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Submit and wait as the submitit launcher does (see :func:`~._sweep.launch_jobs` for what is added)."""
-        return launch_jobs(lambda: super(_RequeueingJob, self).launch(job_overrides, initial_job_idx))  # type: ignore[misc]
+        return launch_jobs(lambda: super(_RequeueingJob, self).launch(job_overrides, initial_job_idx),  # type: ignore[misc]
+                           self.config.hydra.sweep.dir, job_died, others_stopped=False)  # type: ignore[attr-defined]
 
 
 class NeodeSlurmLauncher(_RequeueingJob, SlurmLauncher):
