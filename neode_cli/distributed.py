@@ -15,12 +15,19 @@ Contract:
 - :meth:`Processes.wrap` wraps a module in DistributedDataParallel (``world_size`` 1: the module itself).
 - The collectives (:meth:`broadcast`, :meth:`gather`, :meth:`exchange`) are called by every rank at the same
   points of the loop; they are how ranks agree on stops, failures and checkpoints (see ``neode_cli.train``).
+- A failure the ranks cannot agree on (inside DDP's backward, or a rank killed) breaks the process group.
+  :meth:`Processes.tell_failure` leaves the failing rank's message in torchrun's key-value store, which
+  outlives the group, and :meth:`Processes.told_failure` lets rank 0 read it (or learn that the rank that ended
+  left none: it was killed), so that rank 0 says in one line what happened and records it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import os
+import time
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -176,6 +183,45 @@ class Processes:
             except Exception:  # noqa: BLE001 - a rank already gone: nothing to wait for
                 pass
         dist.destroy_process_group()
+
+    def _store(self):
+        """A new client of torchrun's key-value store (``MASTER_ADDR:MASTER_PORT``, the store every rank joined
+        the group through), so it works after the group broke."""
+        import torch.distributed as dist
+
+        return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                             timeout=datetime.timedelta(seconds=5))
+
+    def _failure_key(self, rank: int) -> str:
+        return f"neode/failure/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/rank{rank}"
+
+    def tell_failure(self, message: str) -> bool:
+        """Leave this rank's failure ``message`` for rank 0 (see the module docstring); whether that worked."""
+        if not self.distributed:
+            return False
+        try:
+            self._store().set(self._failure_key(self.rank), message)
+        except Exception:  # noqa: BLE001 - no store (not under torchrun, or it is gone): the caller prints
+            return False
+        return True
+
+    def told_failure(self, wait_s: float = 5.0) -> tuple[int, str] | None:
+        """``(rank, message)`` of the first other rank that left a failure, waiting up to ``wait_s`` for one;
+        None when none did (a rank that was killed leaves nothing)."""
+        if not self.distributed:
+            return None
+        with contextlib.suppress(Exception):
+            store = self._store()
+            keys = {r: self._failure_key(r) for r in range(self.world_size) if r != self.rank}
+            deadline = time.monotonic() + wait_s
+            while True:
+                for rank, key in keys.items():
+                    if store.check([key]):
+                        return rank, store.get(key).decode("utf-8", "replace")
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+        return None
 
     def place(self, device: torch.device) -> torch.device:
         """The device of this rank: ``cuda`` becomes ``cuda:<local_rank>`` under torchrun."""

@@ -789,14 +789,30 @@ class _Run:
                            show=self.processes.is_main, agreed=isinstance(exc, _Stopped)) from None
         except Exception as exc:  # noqa: BLE001 - every failure ends as a record plus one line
             processes = self.processes
-            # DDP: a failure every rank agreed on is printed by rank 0 alone; a collective broken by another
-            # rank's exit is not this rank's failure (that rank printed its own line).
-            lost = processes.distributed and not self.agreed and is_peer_loss(exc)
-            show = processes.is_main if self.agreed else not lost
+            # DDP: a failure every rank agreed on is printed by rank 0 alone. One they could not agree on broke
+            # the group: the failing rank > 0 leaves its message for rank 0, which prints and records it (or,
+            # finding none, that the rank was killed); the other ranks only see their collective broken.
+            unheard = processes.distributed and not self.agreed
+            lost = unheard and is_peer_loss(exc)
             fault = _filesystem_fault(exc)
-            message = ("another process of the run ended (its own line says why)" if lost
-                       else fault or _one_line(exc))
+            message = fault or _one_line(exc)
+            show = processes.is_main if self.agreed else not lost
+            if unheard and not lost and not processes.is_main and processes.tell_failure(message):
+                show = False
             where = f"at {self._where()}: " if summary.get("params") is not None else ""
+            if lost and processes.is_main:
+                with self.stop.deferred():  # torchrun's SIGTERM to the survivors arrives while rank 0 waits
+                    told = processes.told_failure()
+                if told is None:  # a rank that can say nothing: killed (out of memory, kill -9) or crashed
+                    message = ("another process of the run ended without a word: killed (e.g. for lack of "
+                               "memory) or crashed")
+                    summary.update(status="failed", error=message)
+                    how = "continue" if self.saved is not None else "restart"
+                    raise RunError(f"{where}{message}; {self._saved_text()}; {how} with: {self.resume_command}",
+                                   1, show=True, agreed=False) from None
+                message, show = f"rank {told[0]}: {told[1]}", True
+            elif lost:
+                message = "another process of the run ended (rank 0 says why)"
             summary.update(status="failed", error=message)
             with contextlib.suppress(OSError):
                 record.write_error_log(traceback.format_exc())

@@ -243,11 +243,30 @@ def test_repeated_signals_under_torchrun_do_not_stop_at_once():
 
 @pytest.mark.slow
 def test_an_error_inside_ddp_s_backward_on_one_rank_ends_both_with_one_line(runs, tmp_path):
-    """Not at an agreement point: the failing rank prints, the other finds its collective broken and says
-    nothing (the record names no cause it cannot know); torchrun stops what is left."""
+    """Not at an agreement point: the failing rank leaves its message in torchrun's store, rank 0 finds its
+    collective broken, reads it, prints it and records it."""
     args, _ = runs
     folder = tmp_path / "failed"
     done = torchrun(*args, f"hydra.run.dir={folder}", worker="backward:1:2")
     assert done.returncode != 0
-    assert neode_lines(done.stderr) == ["neode: error: rank 1: at epoch 1, batch 1: RuntimeError: injected fault"]
-    assert read_summary(folder)["status"] in ("failed", "running")  # torchrun may stop rank 0 before it writes
+    assert neode_lines(done.stderr) == ["neode: error: at epoch 1, batch 1: rank 1: RuntimeError: injected fault"]
+    record = read_summary(folder)
+    assert record["status"] == "failed" and record["error"] == "rank 1: RuntimeError: injected fault"
+
+
+def test_a_rank_killed_mid_run_is_one_line_from_rank_0_and_the_run_resumes(runs, tmp_path):
+    """SIGKILL (the out-of-memory killer's) on rank 1 in epoch 2: it can say nothing, so rank 0 says it was
+    killed, records that, and prints the command that continues from the checkpoint of epoch 1."""
+    args, root = runs
+    folder = tmp_path / "killed"
+    done = torchrun(*args, f"hydra.run.dir={folder}", worker="signal:1:6:SIGKILL")
+    assert done.returncode != 0
+    lines = neode_lines(done.stderr)
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert "another process of the run ended without a word: killed" in lines[0]
+    assert "the checkpoint after epoch 1 is kept; continue with: torchrun --standalone --nproc_per_node=2" in lines[0]
+    record = read_summary(folder)
+    assert record["status"] == "failed" and record["error"].startswith("another process of the run ended without")
+    resumed = torchrun(*args, "trainer.resume=true", f"hydra.run.dir={folder}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_summary(folder)["status"] == "completed" and rows(folder) == rows(root / "two")
