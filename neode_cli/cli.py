@@ -39,9 +39,17 @@ Examples:
   neode train model=resnet trainer.resume=true hydra.run.dir=outputs/2026-01-01/12-00-00_resnet
 """
 
-#: The arguments of ``neode train`` in the process that parsed them; a job in another process (a joblib
-#: worker, a submitit job) does not see them and builds its resume command from its own overrides.
+#: The arguments of ``neode train`` and the process that parsed them; a job in another process (a joblib
+#: worker, a submitit job) builds its resume command from its own overrides. The pid tells them apart: a job
+#: function pickled by value (``python -m neode_cli.cli`` makes this module ``__main__``, which cloudpickle
+#: ships with its globals) carries the sweep process's arguments into the worker.
 _COMMAND_ARGS: list[str] | None = None
+_COMMAND_PID: int | None = None
+
+
+def _command_args_here() -> list[str] | None:
+    """The command line's arguments when this process parsed them, else None (a launcher's worker or job)."""
+    return _COMMAND_ARGS if _COMMAND_PID == os.getpid() else None
 
 
 def find_config_dir() -> Path:
@@ -120,8 +128,9 @@ def _resume_command_of_job(hydra_cfg, multirun: bool, launch: Sequence[str] = ("
     line, ``-m``, this job's own overrides and the hydra overrides, with its folder (it continues this job)."""
     output_dir = hydra_cfg.runtime.output_dir
     sweep_dir = hydra_cfg.sweep.dir if multirun else None
-    if _COMMAND_ARGS is not None:
-        return resume_command(_COMMAND_ARGS, multirun, output_dir, sweep_dir, launch=launch)
+    args = _command_args_here()
+    if args is not None:
+        return resume_command(args, multirun, output_dir, sweep_dir, launch=launch)
     args = [*(["-m"] if multirun else []), *hydra_cfg.overrides.task,
             *(o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode="))]
     subdir = os.path.relpath(output_dir, sweep_dir) if multirun else None
@@ -143,6 +152,12 @@ def _train_job(cfg, processes: Processes | None = None,
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
+    # In a joblib worker (a process of the sweep's process, which parsed no command line), a stop of the sweep
+    # means: start no further job, and a job stopped by a signal returns after saving, so the worker lives on.
+    joblib_worker = (multirun and _command_args_here() is None
+                     and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower())
+    if joblib_worker and sweeps.stop_requested(hydra_cfg.sweep.dir, os.getppid()):
+        return None
     command = _resume_command_of_job(hydra_cfg, multirun, launch=processes.launch_words())
     choices = dict(hydra_cfg.runtime.choices)
     if multirun and cfg.trainer.threads is None:
@@ -161,8 +176,8 @@ def _train_job(cfg, processes: Processes | None = None,
             if exc.show:
                 print(f"neode: error: {exc}", file=sys.stderr)
             raise _Exit(exc.exit_code, exc.agreed) from None
-        if multirun and not exc.interrupted:  # a signal stops the whole sweep
-            # A sweep records the failed cell and goes on to the next job.
+        if multirun and (not exc.interrupted or joblib_worker):  # a signal stops an in-process sweep
+            # A sweep records the failed (or, in a worker, stopped) cell and goes on to the next job.
             failed = sweeps.FailedJob(str(output_dir), str(exc))
             sweeps.note_failed(failed)
             print(f"neode: error: job {hydra_cfg.job.num} ({output_dir}): {exc}", file=sys.stderr)
@@ -262,15 +277,15 @@ def _run_hydra(config_name: str, task: Callable, args: Sequence[str], prog: str)
         config_name, config_path = register_primary_config(config_dir)
     GlobalHydra.instance().clear()  # several in-process calls (tests) each start a fresh Hydra
     app = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
-    global _COMMAND_ARGS
+    global _COMMAND_ARGS, _COMMAND_PID
     saved_argv = sys.argv
     sys.argv = [prog, *args]  # Hydra parses sys.argv; argv[0] names the app in its messages
-    _COMMAND_ARGS = list(args)
+    _COMMAND_ARGS, _COMMAND_PID = list(args), os.getpid()
     try:
         app()
     finally:
         sys.argv = saved_argv
-        _COMMAND_ARGS = None
+        _COMMAND_ARGS, _COMMAND_PID = None, None
         GlobalHydra.instance().clear()
 
 

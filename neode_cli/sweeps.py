@@ -13,6 +13,9 @@ Contract:
   launcher's config: ``cores // n_jobs`` for joblib, ``cpus_per_task`` for submitit, None (torch's default) else.
 - :data:`FAILED_JOBS` / :func:`note_failed` / :class:`FailedJob`: the jobs of a sweep that failed, gathered in
   the process that launched the sweep (a parallel launcher hands the job's :class:`FailedJob` back to it).
+- :func:`request_stop` / :func:`stop_requested` / :func:`clear_stop`: the stop file a sweep's process writes
+  into its sweep folder when it is asked to stop while jobs run in its worker processes (joblib), so that a
+  worker starts no further job. It names the sweep process, so a file left by a process that died stops nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = ["RESUME_KEY", "path_component", "sweep_name", "job_name", "register_resolvers",
            "silence_launcher_schema_warning", "threads_per_job",
-           "available_cores", "with_resume", "FailedJob", "FAILED_JOBS", "note_failed"]
+           "available_cores", "with_resume", "FailedJob", "FAILED_JOBS", "note_failed", "STOP_FILE", "request_stop",
+           "stop_requested", "clear_stop"]
 
 #: The override that continues runs; it never changes which folder a run or a sweep uses.
 RESUME_KEY = "trainer.resume"
@@ -173,6 +177,40 @@ def note_failed(job: FailedJob | Any) -> None:
     anything that is not a :class:`FailedJob` is ignored, so a launcher can pass every job's return value."""
     if isinstance(job, FailedJob) and job.run_dir not in FAILED_JOBS:
         FAILED_JOBS.append(job.run_dir)
+
+
+#: The stop file of a sweep folder (see the module docstring).
+STOP_FILE = ".neode-stop"
+
+
+def request_stop(sweep_dir: str | os.PathLike, signame: str) -> None:
+    """Write the stop file into ``sweep_dir``: this process (the sweep's) was stopped by ``signame``."""
+    from pathlib import Path
+
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / STOP_FILE).write_text(f"{os.getpid()} {signame}\n")
+
+
+def stop_requested(sweep_dir: str | os.PathLike, sweep_pid: int) -> str | None:
+    """The signal's name when the sweep process ``sweep_pid`` wrote the stop file of ``sweep_dir``, else None
+    (no file, or one that another process left)."""
+    from pathlib import Path
+
+    try:
+        pid, signame = (Path(sweep_dir) / STOP_FILE).read_text().split()
+    except (OSError, ValueError):
+        return None
+    return signame if int(pid) == sweep_pid else None
+
+
+def clear_stop(sweep_dir: str | os.PathLike) -> None:
+    """Remove the stop file of ``sweep_dir``, if any."""
+    from pathlib import Path
+
+    try:
+        (Path(sweep_dir) / STOP_FILE).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def silence_launcher_schema_warning() -> None:

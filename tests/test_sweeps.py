@@ -298,44 +298,48 @@ def test_a_job_process_that_died_ends_the_sweep_in_one_line_naming_what_it_left(
     assert worker_died(ValueError("other")) is None and job_died(RuntimeError("other")) is None
 
 
-def _loky_workers(parent: int) -> list[int]:
-    """Process ids of the joblib (loky) workers whose parent is ``parent``."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            ppid = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
-            command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, StopIteration, ValueError):
-            continue
-        if ppid == parent and b"LokyProcess" in command:
-            found.append(int(status.parent.name))
-    return found
+def _joblib_sweep(tiny_mnist, sweep: Path, seeds: str) -> list[str]:
+    """The command of a joblib sweep (2 workers) of long tiny jobs, one per seed in ``seeds``."""
+    return [sys.executable, "-m", "neode_cli.cli", "train", "-m", *tiny_overrides(tiny_mnist, "mlp"),
+            "model.hidden=4", "trainer.max_epochs=400", "trainer.limit_test_batches=1", "logger=none",
+            f"seed={seeds}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the joblib workers through /proc")
-def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on_resume(tiny_mnist, tmp_path):
-    # The out-of-memory killer's SIGKILL, for real: the sweep ends in one line, each job at its last checkpoint,
-    # and the same command with trainer.resume=true finishes both.
-    sweep = tmp_path / "sweep"
-    command = [sys.executable, "-m", "neode_cli.cli", "train", "-m", *tiny_overrides(tiny_mnist, "mlp"),
-               "model.hidden=4", "trainer.max_epochs=400", "trainer.limit_test_batches=1", "logger=none",
-               "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+def _run_until_both_checkpointed(command: list[str], sweep: Path, env: dict, act) -> tuple[int, str]:
+    """Start ``command``; once jobs seed=0 and seed=1 have saved a checkpoint, ``act(sweep process)``; then
+    wait for the sweep to end. Returns its exit status and stderr."""
+    proc = subprocess.Popen(command, cwd=sweep.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
         deadline = time.monotonic() + 120
         while not all((sweep / f"seed={s}" / "checkpoint.pt").exists() for s in (0, 1)):
             assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before both checkpointed"
             time.sleep(0.2)
-        workers = _loky_workers(proc.pid)
-        assert len(workers) == 2
-        os.kill(workers[0], signal.SIGKILL)
+        act(proc)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
+    return proc.returncode, err
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the joblib workers through /proc")
+def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on_resume(tiny_mnist, tmp_path):
+    # The out-of-memory killer's SIGKILL, for real: the sweep ends in one line, each job at its last checkpoint,
+    # and the same command with trainer.resume=true finishes both.
+    from hydra_plugins.neode_launchers.joblib_launcher import worker_pids
+
+    sweep = tmp_path / "sweep"
+    command = _joblib_sweep(tiny_mnist, sweep, "0,1")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+    def kill_a_worker(proc):
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+
+    returncode, err = _run_until_both_checkpointed(command, sweep, env, kill_a_worker)
+    assert returncode == 1
     lines = [line for line in err.splitlines() if line.startswith("neode:")]
     assert len(lines) == 1 and "joblib worker process died" in lines[0] and "SIGKILL" in lines[0], err[-3000:]
     assert f"seed=0, seed=1 in {sweep}" in lines[0] and "Traceback" not in err
@@ -348,3 +352,43 @@ def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on
     for s in (0, 1):
         record = read_summary(sweep / f"seed={s}")
         assert record["status"] == "completed" and record["epochs"] == 400 and record["resumed"]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the joblib workers through /proc")
+def test_sigterm_to_a_joblib_sweep_lets_its_running_jobs_save_and_starts_no_more(tiny_mnist, tmp_path):
+    # `kill <sweep pid>` (or a Ctrl-C): the running jobs get the signal, save their checkpoints and say where;
+    # the queued job does not start; the sweep says so in one line (exit 143); rerunning with
+    # trainer.resume=true continues the two and runs the third.
+    sweep = tmp_path / "sweep"
+    command = _joblib_sweep(tiny_mnist, sweep, "0,1,2")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    returncode, err = _run_until_both_checkpointed(command, sweep, env, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert returncode == exit_code(signal.SIGTERM), err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("neode:")]
+    assert lines[-1].startswith("neode: error: sweep stopped by SIGTERM: each job that was running saved") and (
+        "trainer.resume=true" in lines[-1]), err[-3000:]
+    assert sorted(line.split(" (")[0] for line in lines[:-1]) == ["neode: error: job 0", "neode: error: job 1"]
+    assert "Traceback" not in err
+    for s in (0, 1):
+        record = read_summary(sweep / f"seed={s}")
+        assert record["status"] == "interrupted" and record["error"].startswith("interrupted by SIGTERM")
+    assert not (sweep / "seed=2" / "metrics.json").exists()  # never started
+    assert not (sweep / sweeps.STOP_FILE).exists()
+
+    resumed = subprocess.run([*command, "trainer.resume=true"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for s in (0, 1, 2):
+        record = read_summary(sweep / f"seed={s}")
+        assert record["status"] == "completed" and record["epochs"] == 400
+        assert bool(record.get("resumed")) == (s < 2)
+
+
+def test_a_stop_file_stops_only_the_workers_of_the_sweep_process_that_wrote_it(tmp_path):
+    assert sweeps.stop_requested(tmp_path, os.getpid()) is None
+    sweeps.request_stop(tmp_path, "SIGTERM")
+    assert sweeps.stop_requested(tmp_path, os.getpid()) == "SIGTERM"
+    assert sweeps.stop_requested(tmp_path, os.getpid() + 1) is None  # left by another (dead) sweep process
+    sweeps.clear_stop(tmp_path)
+    sweeps.clear_stop(tmp_path)
+    assert not (tmp_path / sweeps.STOP_FILE).exists()

@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from neode_cli.interrupts import exit_code
-from neode_cli.sweeps import note_failed
+from neode_cli.interrupts import exit_code, signal_name
+from neode_cli.sweeps import clear_stop, note_failed, request_stop
 
 
 def note_failed_jobs(returns: Sequence[JobReturn]) -> None:
@@ -24,18 +24,55 @@ def note_failed_jobs(returns: Sequence[JobReturn]) -> None:
             note_failed(job_return.return_value)
 
 
-@contextlib.contextmanager
-def stopped_sweep_in_one_line() -> Iterator[None]:
-    """Turn a Ctrl-C that reaches the sweep's process while it waits for its jobs into one line and exit 130.
+#: What a Ctrl-C while a submitit sweep waits means: local jobs got it from the terminal too, a cluster's did not.
+INTERRUPTED = ("neode: error: sweep interrupted; each running job that got the signal saved its checkpoint (its own "
+               "line says where), jobs on a cluster go on; rerun the same command with trainer.resume=true to "
+               "continue the sweep")
 
-    The jobs got the same signal (they share the terminal's process group): each saved its checkpoint and
-    printed its own line; the sweep's folders are named by the command, so rerunning it continues them."""
+
+@contextlib.contextmanager
+def stopped_sweep_in_one_line(line: str = INTERRUPTED) -> Iterator[None]:
+    """Turn a KeyboardInterrupt that reaches the sweep's process while it waits for its jobs into ``line`` and
+    exit 130. The sweep's folders are named by the command, so rerunning it continues them."""
     try:
         yield
     except KeyboardInterrupt:
-        print("neode: error: sweep interrupted; each running job saved its checkpoint (its own line says where); "
-              "rerun the same command with trainer.resume=true to continue the sweep", file=sys.stderr)
+        print(line, file=sys.stderr)
         raise SystemExit(exit_code(signal.SIGINT)) from None
+
+
+@contextlib.contextmanager
+def stop_after_running_jobs(sweep_dir: str | Path, forward: Callable[[int], None]) -> Iterator[dict]:
+    """While jobs run in worker processes, a first SIGINT or SIGTERM to the sweep's process does not abandon them:
+    it writes the sweep's stop file (workers start no further job), hands SIGTERM on to the workers with
+    ``forward(signum)`` (a terminal's Ctrl-C reached them already: handing it on again would be a repeat, which
+    stops a run at once), and the sweep keeps waiting while each running job saves its checkpoint and returns.
+    A second signal stops at once (KeyboardInterrupt). Yields ``{"signum": the first signal or None}``."""
+    state: dict = {"signum": None}
+
+    def handle(signum, frame):
+        if state["signum"] is not None:
+            raise KeyboardInterrupt
+        state["signum"] = signum
+        request_stop(sweep_dir, signal_name(signum))
+        if signum != signal.SIGINT:
+            forward(signum)
+
+    clear_stop(sweep_dir)  # a file left by an earlier sweep process that died
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        clear_stop(sweep_dir)
+
+
+def stopped_sweep_line(signum: int) -> str:
+    """The one line of a sweep that stopped after its running jobs saved (see :func:`stop_after_running_jobs`)."""
+    return (f"neode: error: sweep stopped by {signal_name(signum)}: each job that was running saved its checkpoint "
+            "(its own line says where) and no further job started; rerun the same command with "
+            "trainer.resume=true to continue the sweep")
 
 
 def jobs_left_running(sweep_dir: str | Path) -> list[str]:
@@ -70,13 +107,14 @@ def dead_job_line(what: str, sweep_dir: str | Path, others_stopped: bool) -> str
 
 def launch_jobs(launch: Callable[[], Sequence[JobReturn]], sweep_dir: str | Path,
                 job_died: Callable[[BaseException], str | None] = lambda exc: None,
-                others_stopped: bool = True) -> Sequence[JobReturn]:
-    """``launch()`` (the parent launcher's), with :func:`stopped_sweep_in_one_line`, then :func:`note_failed_jobs`.
+                others_stopped: bool = True, interrupted: str = INTERRUPTED) -> Sequence[JobReturn]:
+    """``launch()`` (the parent launcher's), with :func:`stopped_sweep_in_one_line` (``interrupted``), then
+    :func:`note_failed_jobs`.
 
     ``job_died(exc)`` says what happened when ``exc`` (raised by ``launch``) means a job's process died before
     it could report (SIGKILL, the out-of-memory killer, a lost node), else None; such a sweep ends in one line
     (:func:`dead_job_line`, with ``others_stopped``) and exit status 1."""
-    with stopped_sweep_in_one_line():
+    with stopped_sweep_in_one_line(interrupted):
         try:
             returns = launch()
         except Exception as exc:  # noqa: BLE001 - only what job_died recognises is turned into a line

@@ -5,13 +5,18 @@ Each job gets ``cores // n_jobs`` torch threads unless ``trainer.threads`` is se
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from pathlib import Path
 from typing import Sequence
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-from ._sweep import launch_jobs
+from neode_cli.interrupts import exit_code
+
+from ._sweep import launch_jobs, stop_after_running_jobs, stopped_sweep_line
 
 __all__ = ["NeodeJoblibLauncher", "worker_died"]
 
@@ -29,11 +34,48 @@ def worker_died(exc: BaseException) -> str | None:
             "e.g. for lack of memory, or crashed; joblib stopped the other workers with it")
 
 
+def worker_pids(parent: int | None = None) -> list[int]:
+    """Process ids of the loky (joblib) workers whose parent is ``parent`` (default: this process), read from
+    ``/proc``; empty where there is no ``/proc`` (the workers then get only what a terminal sends them)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
+            command = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+        if ppid == parent and b"LokyProcess" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+#: A second signal: joblib stops its workers at once.
+_AT_ONCE = ("neode: error: sweep stopped at once (a second signal): joblib stopped its workers, so each job that was "
+            "running is at its last checkpoint; rerun the same command with trainer.resume=true to continue the sweep")
+
+
+def _forward(signum: int) -> None:
+    for pid in worker_pids():
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 class NeodeJoblibLauncher(JoblibLauncher):
-    """Hydra's joblib launcher; the jobs that failed are reported by the sweep's process, a Ctrl-C in one line."""
+    """Hydra's joblib launcher; the jobs that failed are reported by the sweep's process; a SIGINT or SIGTERM
+    lets the running jobs save and return, then ends the sweep in one line (a second one stops at once)."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Run the jobs as the joblib launcher does (see :func:`~._sweep.launch_jobs` for what is added)."""
-        return launch_jobs(lambda: super(NeodeJoblibLauncher, self).launch(job_overrides, initial_job_idx),
-                           self.config.hydra.sweep.dir, worker_died)
+        """Run the jobs as the joblib launcher does (see :func:`~._sweep.launch_jobs` and
+        :func:`~._sweep.stop_after_running_jobs` for what is added)."""
+        sweep_dir = self.config.hydra.sweep.dir
+        with stop_after_running_jobs(sweep_dir, _forward) as stop:
+            returns = launch_jobs(lambda: super(NeodeJoblibLauncher, self).launch(job_overrides, initial_job_idx),
+                                  sweep_dir, worker_died, interrupted=_AT_ONCE)
+        if stop["signum"] is not None:
+            print(stopped_sweep_line(stop["signum"]), file=sys.stderr)
+            raise SystemExit(exit_code(stop["signum"]))
+        return returns
 
