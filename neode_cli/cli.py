@@ -16,6 +16,7 @@ from typing import Callable, NoReturn, Sequence
 
 from . import sweeps  # registers the resolvers conf/hydra/neode.yaml names (in every process that runs a job)
 from .distributed import Processes
+from .interrupts import exit_code, preemption_signal
 
 __all__ = ["main", "find_config_dir", "resume_command", "hydra_string", "COMMANDS"]
 
@@ -152,11 +153,12 @@ def _train_job(cfg, processes: Processes | None = None,
     hydra_cfg = HydraConfig.get()
     multirun = _is_multirun()
     output_dir = hydra_cfg.runtime.output_dir
-    # In a joblib worker (a process of the sweep's process, which parsed no command line), a stop of the sweep
-    # means: start no further job, and a job stopped by a signal returns after saving, so the worker lives on.
-    joblib_worker = (multirun and _command_args_here() is None
-                     and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower())
-    if joblib_worker and sweeps.stop_requested(hydra_cfg.sweep.dir, os.getppid()):
+    # In a launcher's worker or job process (it parsed no command line), a job stopped by a signal returns after
+    # saving, so the process ends normally and the sweep's process decides (submitit's preemption signal aside:
+    # its exit status is what requeues the job). In a joblib worker a stop of the sweep means: start no new job.
+    launcher = str(hydra_cfg.launcher.get("_target_", "")).lower() if multirun else ""
+    job_process = multirun and _command_args_here() is None and ("joblib" in launcher or "submitit" in launcher)
+    if job_process and "joblib" in launcher and sweeps.stop_requested(hydra_cfg.sweep.dir, os.getppid()):
         return None
     command = _resume_command_of_job(hydra_cfg, multirun, launch=processes.launch_words())
     choices = dict(hydra_cfg.runtime.choices)
@@ -176,9 +178,10 @@ def _train_job(cfg, processes: Processes | None = None,
             if exc.show:
                 print(f"neode: error: {exc}", file=sys.stderr)
             raise _Exit(exc.exit_code, exc.agreed) from None
-        if multirun and (not exc.interrupted or joblib_worker):  # a signal stops an in-process sweep
-            # A sweep records the failed (or, in a worker, stopped) cell and goes on to the next job.
-            failed = sweeps.FailedJob(str(output_dir), str(exc))
+        requeued = "submitit" in launcher and exc.exit_code == exit_code(preemption_signal())
+        if multirun and (not exc.interrupted or (job_process and not requeued)):  # a signal stops a sweep in here
+            # A sweep records the failed (or, in a job process, stopped) cell and goes on to the next job.
+            failed = sweeps.FailedJob(str(output_dir), str(exc), exc.exit_code)
             sweeps.note_failed(failed)
             print(f"neode: error: job {hydra_cfg.job.num} ({output_dir}): {exc}", file=sys.stderr)
             return failed

@@ -20,6 +20,7 @@ Contract (used by the training loop; a launcher layer can use the same object):
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -36,6 +37,12 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def preemption_signal() -> int:
+    """The signal submitit treats as "time-out or preemption: checkpoint and requeue" (its rule: ``SIG`` +
+    ``$SUBMITIT_PREEMPT_SIGNAL``, default ``USR2``; https://github.com/facebookincubator/submitit)."""
+    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
 
 
 def exit_code(signum: int) -> int:

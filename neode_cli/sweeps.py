@@ -162,10 +162,18 @@ def with_resume(overrides: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class FailedJob:
-    """What a sweep's job returns when its run failed (the sweep goes on): its folder and the one-line reason."""
+    """What a sweep's job returns when its run failed (the sweep goes on): its folder and the one-line reason;
+    ``exit_code`` is 128 + the signal for a job that a signal stopped after it saved (in a launcher's worker or
+    job process, which then ends normally: the sweep's process decides what the stop means)."""
 
     run_dir: str
     error: str
+    exit_code: int = 1
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a signal stopped the job."""
+        return self.exit_code >= 128
 
 
 #: Folders of the runs that failed in this process's sweep (the command exits 1 at the end, naming them).

@@ -306,10 +306,11 @@ def _joblib_sweep(tiny_mnist, sweep: Path, seeds: str) -> list[str]:
 
 
 def _run_until_both_checkpointed(command: list[str], sweep: Path, env: dict, act) -> tuple[int, str]:
-    """Start ``command``; once jobs seed=0 and seed=1 have saved a checkpoint, ``act(sweep process)``; then
-    wait for the sweep to end. Returns its exit status and stderr."""
+    """Start ``command`` (in a session of its own, as a terminal's job is); once jobs seed=0 and seed=1 have
+    saved a checkpoint, ``act(sweep process)``; then wait for the sweep to end. Returns its exit status and
+    stderr."""
     proc = subprocess.Popen(command, cwd=sweep.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not all((sweep / f"seed={s}" / "checkpoint.pt").exists() for s in (0, 1)):
@@ -392,3 +393,28 @@ def test_a_stop_file_stops_only_the_workers_of_the_sweep_process_that_wrote_it(t
     sweeps.clear_stop(tmp_path)
     sweeps.clear_stop(tmp_path)
     assert not (tmp_path / sweeps.STOP_FILE).exists()
+
+
+def test_ctrl_c_to_a_submitit_local_sweep_lets_every_job_save(tiny_mnist, tmp_path):
+    # A terminal's Ctrl-C goes to the whole process group: the sweep's process, submitit's local controllers
+    # and the jobs. The jobs save and say where; the controllers do not kill them (they ignore SIGINT); the
+    # sweep ends in one line (exit 130) and the same command with trainer.resume=true finishes both.
+    sweep = tmp_path / "sweep"
+    command = [*_joblib_sweep(tiny_mnist, sweep, "0,1")[:-3], "hydra/launcher=submitit_local",
+               "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    returncode, err = _run_until_both_checkpointed(command, sweep, env,
+                                                   lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    assert returncode == exit_code(signal.SIGINT), err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("neode:")]
+    assert len(lines) == 1 and lines[0].startswith("neode: error: 2 job(s) of the sweep stopped on a signal after "
+                                                   "saving their checkpoint (seed=0, seed=1 in"), err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    for s in (0, 1):
+        record = read_summary(sweep / f"seed={s}")
+        assert record["status"] == "interrupted" and record["error"].startswith("interrupted by SIGINT")
+    resumed = subprocess.run([*command, "trainer.resume=true"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for s in (0, 1):
+        assert read_summary(sweep / f"seed={s}")["status"] == "completed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 from hydra.core.utils import JobReturn, JobStatus
 
 from neode_cli.interrupts import exit_code, signal_name
-from neode_cli.sweeps import clear_stop, note_failed, request_stop
+from neode_cli.sweeps import FailedJob, clear_stop, note_failed, request_stop
 
 
 def note_failed_jobs(returns: Sequence[JobReturn]) -> None:
@@ -73,6 +74,42 @@ def stopped_sweep_line(signum: int) -> str:
     return (f"neode: error: sweep stopped by {signal_name(signum)}: each job that was running saved its checkpoint "
             "(its own line says where) and no further job started; rerun the same command with "
             "trainer.resume=true to continue the sweep")
+
+
+def child_pids(marker: bytes, parent: int | None = None) -> list[int]:
+    """Process ids of the children of ``parent`` (default: this process) whose command line holds ``marker``
+    (``b"LokyProcess"``: joblib's workers), read from ``/proc``; empty where there is none (such processes then
+    get only the signals a terminal sends them)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
+            command = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+        if ppid == parent and marker in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+def stopped_jobs(returns: Sequence[JobReturn]) -> list[FailedJob]:
+    """The jobs that a signal stopped after they saved (what they returned in their worker or job process)."""
+    return [r.return_value for r in returns
+            if r.status is JobStatus.COMPLETED and isinstance(r.return_value, FailedJob) and r.return_value.stopped]
+
+
+def end_if_jobs_stopped(returns: Sequence[JobReturn], sweep_dir: str | Path) -> None:
+    """When signals stopped some of the sweep's jobs (each saved and printed where), end the sweep in one line
+    naming them, with the first one's exit status (128 + its signal)."""
+    stopped = stopped_jobs(returns)
+    if not stopped:
+        return
+    names = ", ".join(os.path.relpath(job.run_dir, sweep_dir) for job in stopped)
+    print(f"neode: error: {len(stopped)} job(s) of the sweep stopped on a signal after saving their checkpoint "
+          f"({names} in {sweep_dir}; each job's own line says where); rerun the same command with "
+          "trainer.resume=true to continue the sweep", file=sys.stderr)
+    raise SystemExit(stopped[0].exit_code)
 
 
 def jobs_left_running(sweep_dir: str | Path) -> list[str]:

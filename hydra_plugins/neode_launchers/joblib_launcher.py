@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from hydra.core.utils import JobReturn
@@ -16,7 +15,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from neode_cli.interrupts import exit_code
 
-from ._sweep import launch_jobs, stop_after_running_jobs, stopped_sweep_line
+from ._sweep import child_pids, end_if_jobs_stopped, launch_jobs, stop_after_running_jobs, stopped_sweep_line
 
 __all__ = ["NeodeJoblibLauncher", "worker_died"]
 
@@ -35,19 +34,8 @@ def worker_died(exc: BaseException) -> str | None:
 
 
 def worker_pids(parent: int | None = None) -> list[int]:
-    """Process ids of the loky (joblib) workers whose parent is ``parent`` (default: this process), read from
-    ``/proc``; empty where there is no ``/proc`` (the workers then get only what a terminal sends them)."""
-    parent = os.getpid() if parent is None else parent
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            ppid = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
-            command = (status.parent / "cmdline").read_bytes()
-        except (OSError, StopIteration, ValueError, IndexError):
-            continue
-        if ppid == parent and b"LokyProcess" in command:
-            found.append(int(status.parent.name))
-    return found
+    """Process ids of the loky (joblib) workers of ``parent`` (default: this process); see :func:`child_pids`."""
+    return child_pids(b"LokyProcess", parent)
 
 
 #: A second signal: joblib stops its workers at once.
@@ -77,5 +65,6 @@ class NeodeJoblibLauncher(JoblibLauncher):
         if stop["signum"] is not None:
             print(stopped_sweep_line(stop["signum"]), file=sys.stderr)
             raise SystemExit(exit_code(stop["signum"]))
+        end_if_jobs_stopped(returns, sweep_dir)  # a signal to a worker alone
         return returns
 

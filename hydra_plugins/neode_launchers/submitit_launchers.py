@@ -13,6 +13,7 @@ it. A job that SLURM itself requeues (``SLURM_RESTART_COUNT`` > 0) resumes too. 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,10 +24,10 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 
-from neode_cli.interrupts import exit_code, signal_name
+from neode_cli.interrupts import exit_code, preemption_signal, signal_name
 from neode_cli.sweeps import with_resume
 
-from ._sweep import launch_jobs
+from ._sweep import child_pids, end_if_jobs_stopped, launch_jobs
 
 __all__ = ["NeodeSlurmLauncher", "NeodeLocalLauncher", "preemption_signal",
            "restarted_by_scheduler", "requeue_after_saved_stop", "job_died"]
@@ -44,12 +45,6 @@ def job_died(exc: BaseException) -> str | None:
     which = f" (job {found.group(1)}, task {found.group(2)}, state {found.group(3)})" if found else ""
     return (f"a submitit job ended without a result{which}: killed, e.g. for lack of memory, or its node was "
             "lost; the sweep's other jobs are the scheduler's and go on")
-
-
-def preemption_signal() -> int:
-    """The signal submitit treats as "time-out or preemption: checkpoint and requeue" (its rule: ``SIG`` +
-    ``$SUBMITIT_PREEMPT_SIGNAL``, default ``USR2``)."""
-    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
 
 
 def restarted_by_scheduler() -> bool:
@@ -98,9 +93,18 @@ class _RequeueingJob:
                                                   singleton_state)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Submit and wait as the submitit launcher does (see :func:`~._sweep.launch_jobs` for what is added)."""
-        return launch_jobs(lambda: super(_RequeueingJob, self).launch(job_overrides, initial_job_idx),  # type: ignore[misc]
-                           self.config.hydra.sweep.dir, job_died, others_stopped=False)  # type: ignore[attr-defined]
+        """Submit and wait as the submitit launcher does (see :func:`~._sweep.launch_jobs` for what is added);
+        jobs that a signal stopped after saving end the sweep in one line (:func:`~._sweep.end_if_jobs_stopped`)."""
+        sweep_dir = self.config.hydra.sweep.dir  # type: ignore[attr-defined]
+        with self._job_signals():
+            returns = launch_jobs(lambda: super(_RequeueingJob, self).launch(job_overrides, initial_job_idx),  # type: ignore[misc]
+                                  sweep_dir, job_died, others_stopped=False)
+        end_if_jobs_stopped(returns, sweep_dir)
+        return returns
+
+    def _job_signals(self):
+        """Signal handling of the sweep's process while it submits and waits (SLURM: as it is)."""
+        return contextlib.nullcontext()
 
 
 class NeodeSlurmLauncher(_RequeueingJob, SlurmLauncher):
@@ -110,3 +114,27 @@ class NeodeSlurmLauncher(_RequeueingJob, SlurmLauncher):
 class NeodeLocalLauncher(_RequeueingJob, LocalLauncher):
     """``hydra/launcher=submitit_local``: submitit's local executor (a process per run), requeued to continue."""
 
+    def _job_signals(self):
+        """A terminal's Ctrl-C reaches every job, which saves and ends; submitit's local controller would answer
+        it by sending SIGINT again (a repeat, which stops a run at once) and SIGKILL a second later, so the
+        controllers are started with SIGINT ignored (an ignored signal is inherited), and so is this process,
+        which waits for the jobs instead. SIGTERM is handed on to the controllers, which hand it to their jobs."""
+        return _ignoring_sigint_forwarding_sigterm()
+
+
+@contextlib.contextmanager
+def _ignoring_sigint_forwarding_sigterm():
+    def forward(signum, frame):
+        for pid in child_pids(b"submitit.local._local"):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
