@@ -7,6 +7,7 @@ as in any Hydra app.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -353,7 +354,14 @@ def _run_distributed(processes: Processes, command: str, args: Sequence[str]) ->
         code, agreed = _lead(processes, args) if processes.is_main else _follow(processes)
     finally:
         processes.close(agreed)
-    raise SystemExit(code)
+    # Leave without the interpreter's finalization: gloo's threads can still hold tensors whose destruction then
+    # aborts the process (SIGABRT, "terminate called without an active exception"; seen here now and then on
+    # a rank of a run that had finished; https://github.com/pytorch/pytorch/pull/179291). Everything neode
+    # wrote is closed by now (the record's files are written atomically); flush what is buffered.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
