@@ -329,6 +329,7 @@ def _run_until_both_checkpointed(command: list[str], sweep: Path, env: dict, act
     return proc.returncode, err
 
 
+@pytest.mark.slow  # real signals to real worker processes: seconds of timing under load
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the joblib workers through /proc")
 def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on_resume(tiny_mnist, tmp_path):
     # The out-of-memory killer's SIGKILL, for real: the sweep ends in one line, each job at its last checkpoint,
@@ -364,6 +365,7 @@ def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on
         assert record["epochs"] == max(RESUMED_EPOCHS, before[s])  # (a job may have run past it before)
 
 
+@pytest.mark.slow  # real signals to real worker processes: seconds of timing under load
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the joblib workers through /proc")
 def test_sigterm_to_a_joblib_sweep_lets_its_running_jobs_save_and_starts_no_more(tiny_mnist, tmp_path):
     # `kill <sweep pid>` (or a Ctrl-C): the running jobs get the signal, save their checkpoints and say where;
@@ -377,7 +379,8 @@ def test_sigterm_to_a_joblib_sweep_lets_its_running_jobs_save_and_starts_no_more
     lines = [line for line in err.splitlines() if line.startswith("neode:")]
     assert lines[-1].startswith("neode: error: sweep stopped by SIGTERM: each job that was running saved") and (
         "trainer.resume=true" in lines[-1]), err[-3000:]
-    assert sorted(line.split(" (")[0] for line in lines[:-1]) == ["neode: error: job 0", "neode: error: job 1"]
+    assert sorted(line.split(" (")[0] for line in lines[:-1]) == ["neode: error: job 0", "neode: error: job 1"], (
+        err[-3000:])
     assert "Traceback" not in err
     before = {2: 0}
     for s in (0, 1):
@@ -406,6 +409,7 @@ def test_a_stop_file_stops_only_the_workers_of_the_sweep_process_that_wrote_it(t
     assert not (tmp_path / sweeps.STOP_FILE).exists()
 
 
+@pytest.mark.slow  # real signals to real job processes: seconds of timing under load
 def test_ctrl_c_to_a_submitit_local_sweep_lets_every_job_save(tiny_mnist, tmp_path):
     # A terminal's Ctrl-C goes to the whole process group: the sweep's process, submitit's local controllers
     # and the jobs. The jobs save and say where; the controllers do not kill them (they ignore SIGINT); the
