@@ -310,6 +310,11 @@ def _joblib_sweep(tiny_mnist, sweep: Path, seeds: str) -> list[str]:
             f"seed={seeds}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
 
 
+def _repo_env() -> dict:
+    """This environment with the repository first on PYTHONPATH (for ``python -m neode_cli.cli`` subprocesses)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+
 def _run_until_both_checkpointed(command: list[str], sweep: Path, env: dict, act) -> tuple[int, str]:
     """Start ``command`` (in a session of its own, as a terminal's job is); once jobs seed=0 and seed=1 have
     saved a checkpoint, ``act(sweep process)``; then wait for the sweep to end. Returns its exit status and
@@ -338,7 +343,7 @@ def test_a_joblib_worker_killed_mid_sweep_is_one_line_and_the_sweep_continues_on
 
     sweep = tmp_path / "sweep"
     command = _joblib_sweep(tiny_mnist, sweep, "0,1")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = _repo_env()
 
     def kill_a_worker(proc):
         workers = worker_pids(proc.pid)
@@ -373,7 +378,7 @@ def test_sigterm_to_a_joblib_sweep_lets_its_running_jobs_save_and_starts_no_more
     # trainer.resume=true continues the two and runs the third.
     sweep = tmp_path / "sweep"
     command = _joblib_sweep(tiny_mnist, sweep, "0,1,2")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = _repo_env()
     returncode, err = _run_until_both_checkpointed(command, sweep, env, lambda proc: proc.send_signal(signal.SIGTERM))
     assert returncode == exit_code(signal.SIGTERM), err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("neode:")]
@@ -417,7 +422,7 @@ def test_ctrl_c_to_a_submitit_local_sweep_lets_every_job_save(tiny_mnist, tmp_pa
     sweep = tmp_path / "sweep"
     command = [*_joblib_sweep(tiny_mnist, sweep, "0,1")[:-3], "hydra/launcher=submitit_local",
                "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = _repo_env()
     returncode, err = _run_until_both_checkpointed(command, sweep, env,
                                                    lambda proc: os.killpg(proc.pid, signal.SIGINT))
     assert returncode == exit_code(signal.SIGINT), err[-3000:]
